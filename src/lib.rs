@@ -1,0 +1,20 @@
+//! mishards: a sharding proxy for Milvus 1.x clusters, plus a small
+//! Milvus-1.x-compatible node so a whole cluster runs on one machine.
+//!
+//! Data flows one way through the proxy:
+//! request -> route plan (`topology` + `ring`) -> fan-out (`backend`) -> `merge` -> reply.
+//! The `node` module is an independent server; it shares only the wire types,
+//! the metadata schema (`meta`), validation and the merge with the proxy.
+
+pub mod merge;
+pub mod status;
+pub mod types;
+
+/// Generated Milvus 1.1 wire types and the `MilvusService` client and server.
+pub mod wire {
+    tonic::include_proto!("milvus.grpc");
+
+    /// The compiled descriptor set of `proto/*.proto`, for the wire-schema test.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/milvus_descriptor.bin"));
+}

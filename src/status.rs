@@ -1,0 +1,70 @@
+//! Milvus application errors: an `ErrorCode` plus a human-readable reason,
+//! carried inside an OK gRPC reply exactly as Milvus 1.1 does.
+
+use crate::wire::{ErrorCode, Status};
+
+/// An error that becomes a Milvus `Status` in the reply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (error code {code:?})")]
+pub struct MilvusError {
+    pub code: ErrorCode,
+    pub reason: String,
+}
+
+pub type MilvusResult<T> = Result<T, MilvusError>;
+
+impl MilvusError {
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn unexpected(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UnexpectedError, reason)
+    }
+
+    pub fn illegal_argument(reason: impl Into<String>) -> Self {
+        Self::new(ErrorCode::IllegalArgument, reason)
+    }
+
+    pub fn collection_not_exists(name: &str) -> Self {
+        Self::new(
+            ErrorCode::CollectionNotExists,
+            format!(
+                "Collection {name} does not exist. Use milvus.has_collection to verify whether the collection exists. You also can check whether the collection name exists."
+            ),
+        )
+    }
+
+    pub fn meta(err: impl std::fmt::Display) -> Self {
+        Self::new(ErrorCode::MetaFailed, format!("metadata error: {err}"))
+    }
+
+    /// The wire form.
+    pub fn to_status(&self) -> Status {
+        Status {
+            error_code: self.code as i32,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The status of a successful reply: code 0 and an empty reason, like Milvus.
+pub fn ok_status() -> Option<Status> {
+    Some(Status {
+        error_code: ErrorCode::Success as i32,
+        reason: String::new(),
+    })
+}
+
+/// Wrap an error as the `status` field of a reply message.
+pub fn err_status(err: &MilvusError) -> Option<Status> {
+    Some(err.to_status())
+}
+
+/// True when a reply status (possibly absent) means success.
+pub fn is_ok(status: &Option<Status>) -> bool {
+    status.as_ref().is_none_or(|s| s.error_code == 0)
+}
