@@ -6,9 +6,21 @@
 //! The `node` module is an independent server; it shares only the wire types,
 //! the metadata schema (`meta`), validation and the merge with the proxy.
 
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod grpc;
+pub mod hybrid;
 pub mod merge;
+pub mod meta;
+pub mod node;
+pub mod proxy;
+pub mod ring;
 pub mod status;
+pub mod telemetry;
+pub mod topology;
 pub mod types;
+pub mod validate;
 
 /// Generated Milvus 1.1 wire types and the `MilvusService` client and server.
 pub mod wire {

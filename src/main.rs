@@ -1,1 +1,189 @@
-fn main() {}
+//! The `mishards` command line: `serve` (the proxy), `node` (a
+//! Milvus-1.x-compatible node), `demo` (a whole cluster in one process) and
+//! `check-config`. Everything else lives in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mishards::config::{check_config_file, Config, LogFormat};
+use mishards::node::{self, NodeOptions, Role};
+use mishards::{demo, proxy};
+
+#[derive(Parser)]
+#[command(
+    name = "mishards",
+    version,
+    about = "Sharding proxy for Milvus 1.x clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The TOML configuration file (see config/mishards.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run a Milvus-1.x-compatible node.
+    Node {
+        #[arg(long, value_enum)]
+        role: NodeRole,
+        #[arg(long, default_value = "0.0.0.0:19530")]
+        listen: SocketAddr,
+        /// The shared storage directory (Milvus storage.path).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// mysql://user:pass@host:port/db or sqlite://PATH (default: DATA_DIR/db/meta.sqlite).
+        #[arg(long, default_value = "sqlite://:@:/")]
+        meta_uri: String,
+        /// Auto-flush period of inserted rows.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        flush_interval: Duration,
+        /// Period of the background merge of small files (0s disables it).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        merge_interval: Duration,
+        /// How long retired (TO_DELETE) files stay on disk.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        cleanup_delay: Duration,
+        /// Log level or filter.
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Run a demo cluster (1 writable + 2 read-only nodes + the proxy) in one process.
+    Demo {
+        /// Data directory (kept between runs).
+        #[arg(long, default_value = "./mishards-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:19530")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        metrics_listen: SocketAddr,
+    },
+    /// Validate a configuration file and print every error.
+    CheckConfig { file: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NodeRole {
+    Rw,
+    Ro,
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig { file } => match check_config_file(&file) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                return ExitCode::SUCCESS;
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{}: {e}", file.display());
+                }
+                eprintln!("{} error(s)", errors.len());
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Serve { config } => serve(config).await,
+        Command::Node {
+            role,
+            listen,
+            data_dir,
+            meta_uri,
+            flush_interval,
+            merge_interval,
+            cleanup_delay,
+            log_level,
+        } => {
+            init_logging(&log_level, LogFormat::Text);
+            let role = match role {
+                NodeRole::Rw => Role::Writable,
+                NodeRole::Ro => Role::ReadOnly,
+            };
+            let mut opts = NodeOptions::new(role, listen, data_dir, meta_uri);
+            opts.flush_interval = flush_interval;
+            opts.merge_interval = merge_interval;
+            opts.cleanup_delay = cleanup_delay;
+            run_node(opts).await
+        }
+        Command::Demo {
+            dir,
+            listen,
+            metrics_listen,
+        } => {
+            init_logging("warn", LogFormat::Text);
+            demo::run(demo::DemoOptions {
+                dir,
+                listen,
+                metrics_listen,
+            })
+            .await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mishards: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config: Config = Config::load(&path).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{}:\n  {}", path.display(), text.join("\n  "))
+    })?;
+    init_logging(&config.log.level, config.log.format);
+    let grace = config.server.shutdown_grace;
+    let running = proxy::start(config).await?;
+    eprintln!("mishards proxy listening on {}", running.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop(grace).await
+}
+
+async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
+    let running = node::start(opts).await?;
+    eprintln!("mishards node listening on {}", running.addr);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await
+}

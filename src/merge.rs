@@ -1,7 +1,15 @@
 //! Pure top-k merging: combines partial per-query hit lists (from segment
 //! files on a node, or from nodes behind the proxy) into one exact top-k.
 
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+
+use crate::status::{ok_status, MilvusError};
 use crate::types::Order;
+use crate::wire::{ErrorCode, TopKQueryResult};
+
+/// The id Milvus puts in a slot that holds no hit.
+const PADDING_ID: i64 = -1;
 
 /// Hits for `nq` queries, flattened row-major with one uniform `stride`:
 /// query `i` owns `ids[i*stride..(i+1)*stride]` (and the same of `distances`).
@@ -12,4 +20,700 @@ pub struct TopKHits {
     pub stride: usize,
     pub ids: Vec<i64>,
     pub distances: Vec<f32>,
+}
+
+impl TopKHits {
+    /// Milvus' "no result": `row_num` 0 and empty arrays.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Reads a `TopKQueryResult` and checks that its arrays form `row_num` rows of one stride.
+    ///
+    /// Only the layout is checked; the caller looks at `status` first.
+    pub fn from_wire(result: &TopKQueryResult) -> Result<TopKHits, MilvusError> {
+        let nq = usize::try_from(result.row_num)
+            .map_err(|_| illegal_result(format!("row_num {} is negative", result.row_num)))?;
+        let len = result.ids.len();
+        if len != result.distances.len() {
+            return Err(illegal_result(format!(
+                "{len} ids but {} distances",
+                result.distances.len()
+            )));
+        }
+        if nq == 0 {
+            if len != 0 {
+                return Err(illegal_result(format!(
+                    "row_num is 0 but there are {len} ids"
+                )));
+            }
+            return Ok(Self::empty());
+        }
+        if !len.is_multiple_of(nq) {
+            return Err(illegal_result(format!(
+                "{len} ids are not aligned to row_num {nq}"
+            )));
+        }
+        Ok(TopKHits {
+            nq,
+            stride: len / nq,
+            ids: result.ids.clone(),
+            distances: result.distances.clone(),
+        })
+    }
+
+    /// The successful reply: status SUCCESS with an empty reason, `row_num` = nq.
+    ///
+    /// Hits without a single entry (stride 0) are sent as `row_num` 0, like Milvus when the
+    /// engine returns nothing: pymilvus divides by the stride and fails on `row_num > 0`
+    /// with empty arrays.
+    pub fn into_wire(self) -> TopKQueryResult {
+        if self.stride == 0 || self.ids.is_empty() {
+            return TopKQueryResult {
+                status: ok_status(),
+                row_num: 0,
+                ids: Vec::new(),
+                distances: Vec::new(),
+            };
+        }
+        TopKQueryResult {
+            status: ok_status(),
+            row_num: i64::try_from(self.nq).unwrap_or(i64::MAX),
+            ids: self.ids,
+            distances: self.distances,
+        }
+    }
+
+    /// The ids and distances of query `q`, padding included. Empty when `q` is out of range
+    /// (or the arrays are shorter than `nq * stride`).
+    pub fn row(&self, q: usize) -> (&[i64], &[f32]) {
+        let Some(range) = self.row_range(q) else {
+            return (&[], &[]);
+        };
+        match (self.ids.get(range.clone()), self.distances.get(range)) {
+            (Some(ids), Some(distances)) => (ids, distances),
+            _ => (&[], &[]),
+        }
+    }
+
+    fn row_range(&self, q: usize) -> Option<std::ops::Range<usize>> {
+        if q >= self.nq {
+            return None;
+        }
+        let start = q.checked_mul(self.stride)?;
+        Some(start..start.checked_add(self.stride)?)
+    }
+
+    /// True when both arrays hold exactly `nq * stride` entries.
+    fn is_well_formed(&self) -> bool {
+        self.nq.checked_mul(self.stride) == Some(self.ids.len())
+            && self.ids.len() == self.distances.len()
+    }
+}
+
+fn illegal_result(reason: impl std::fmt::Display) -> MilvusError {
+    MilvusError::new(
+        ErrorCode::IllegalSearchResult,
+        format!("illegal search result: {reason}"),
+    )
+}
+
+/// Merge partial results of the same `nq` queries into the exact global top-k.
+///
+/// * Parts with `nq == 0` are skipped (a node with no files answers `row_num` 0). If every part
+///   is empty the result is [`TopKHits::empty`]. All other parts must have the same `nq` and be
+///   well formed (`ids` and `distances` of length `nq * stride`), else `ILLEGAL_SEARCH_RESULT`.
+/// * The output stride is `min(topk, Σ part strides)`: what one big Milvus returns
+///   (`min(topk, rows searched)`). A stride of 0 gives [`TopKHits::empty`].
+/// * Each merged row holds the real hits (id != -1) of all parts, best first by `order`, ties by
+///   the smaller id, cut at `topk`, then padded with id -1 and distance `order.worst()`.
+///   Padding in the inputs is dropped before merging.
+/// * NaN distances rank after every other real hit; nothing here panics on bad input.
+/// * Ids are **not** deduplicated: segments (and the nodes that own them) are disjoint, so an
+///   id appears in at most one part.
+///
+/// Input rows are expected best first with padding at the end; a row that is not is sorted
+/// here (the check is one pass over the row), so the result is right either way.
+pub fn merge(parts: Vec<TopKHits>, topk: usize, order: Order) -> Result<TopKHits, MilvusError> {
+    let parts: Vec<TopKHits> = parts.into_iter().filter(|p| p.nq != 0).collect();
+    let Some(nq) = parts.first().map(|p| p.nq) else {
+        return Ok(TopKHits::empty());
+    };
+    for (index, part) in parts.iter().enumerate() {
+        if part.nq != nq {
+            return Err(illegal_result(format!(
+                "partial results disagree on the number of queries: {nq} and {}",
+                part.nq
+            )));
+        }
+        if !part.is_well_formed() {
+            return Err(illegal_result(format!(
+                "partial result {index} has {} ids and {} distances for {nq} queries of stride {}",
+                part.ids.len(),
+                part.distances.len(),
+                part.stride
+            )));
+        }
+    }
+    let strides_total = parts
+        .iter()
+        .fold(0usize, |total, p| total.saturating_add(p.stride));
+    let stride = topk.min(strides_total);
+    if stride == 0 {
+        return Ok(TopKHits::empty());
+    }
+
+    let mut merger = RowMerger::new(order, parts.len());
+    let capacity = nq.saturating_mul(stride);
+    let mut ids = Vec::with_capacity(capacity);
+    let mut distances = Vec::with_capacity(capacity);
+    for q in 0..nq {
+        merger.merge_row(&parts, q, stride, &mut ids, &mut distances);
+    }
+    Ok(TopKHits {
+        nq,
+        stride,
+        ids,
+        distances,
+    })
+}
+
+/// The ranking key of a distance: smaller is better, whatever the order.
+/// Negation is exact, so descending distances keep their exact relative order.
+fn rank_key(order: Order, distance: f32) -> f32 {
+    match order {
+        Order::Ascending => distance,
+        Order::Descending => -distance,
+    }
+}
+
+/// Total ranking of two hits given as (key, id): better first, NaN keys last, ties by smaller id.
+fn compare_ranked(a: (f32, i64), b: (f32, i64)) -> Ordering {
+    a.0.is_nan()
+        .cmp(&b.0.is_nan())
+        .then_with(|| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal))
+        .then_with(|| a.1.cmp(&b.1))
+}
+
+/// Where the sorted real hits of one part's row live.
+#[derive(Clone, Copy)]
+enum RunSource {
+    /// The part's own arrays, from `start`: the row was already clean.
+    Part { start: usize },
+    /// `RowMerger::scratch[start..]`: the row had to be sorted.
+    Scratch { start: usize },
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    source: RunSource,
+    len: usize,
+}
+
+/// The head of one run in the merge heap.
+struct Head {
+    key: f32,
+    id: i64,
+    distance: f32,
+    part: usize,
+    position: usize,
+}
+
+impl Ord for Head {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_ranked((self.key, self.id), (other.key, other.id))
+            .then_with(|| self.part.cmp(&other.part))
+            .then_with(|| self.position.cmp(&other.position))
+    }
+}
+
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Head {}
+
+/// Buffers reused across the rows of one merge.
+struct RowMerger {
+    order: Order,
+    runs: Vec<Run>,
+    /// Sorted (id, distance) copies of rows that were not clean.
+    scratch: Vec<(i64, f32)>,
+    heap: BinaryHeap<Reverse<Head>>,
+}
+
+impl RowMerger {
+    fn new(order: Order, parts: usize) -> Self {
+        Self {
+            order,
+            runs: Vec::with_capacity(parts),
+            scratch: Vec::new(),
+            heap: BinaryHeap::with_capacity(parts),
+        }
+    }
+
+    /// Appends the merged row `q` (exactly `stride` entries) to `ids` and `distances`.
+    fn merge_row(
+        &mut self,
+        parts: &[TopKHits],
+        q: usize,
+        stride: usize,
+        ids: &mut Vec<i64>,
+        distances: &mut Vec<f32>,
+    ) {
+        self.runs.clear();
+        self.scratch.clear();
+        self.heap.clear();
+        for part in parts {
+            let start = q * part.stride;
+            let (row_ids, row_distances) = part.row(q);
+            let run = match self.clean_prefix(row_ids, row_distances) {
+                Some(len) => Run {
+                    source: RunSource::Part { start },
+                    len,
+                },
+                None => self.sort_into_scratch(row_ids, row_distances),
+            };
+            self.runs.push(run);
+        }
+        for part in 0..parts.len() {
+            self.push_head(parts, part, 0);
+        }
+
+        let row_end = ids.len() + stride;
+        while ids.len() < row_end {
+            let Some(Reverse(best)) = self.heap.pop() else {
+                break;
+            };
+            ids.push(best.id);
+            distances.push(best.distance);
+            self.push_head(parts, best.part, best.position + 1);
+        }
+        let worst = self.order.worst();
+        ids.resize(row_end, PADDING_ID);
+        distances.resize(row_end, worst);
+    }
+
+    /// The number of real hits when the row is clean (sorted best first, padding only at the end).
+    fn clean_prefix(&self, ids: &[i64], distances: &[f32]) -> Option<usize> {
+        let real = ids
+            .iter()
+            .position(|&id| id == PADDING_ID)
+            .unwrap_or(ids.len());
+        if ids[real..].iter().any(|&id| id != PADDING_ID) {
+            return None;
+        }
+        let sorted = (1..real).all(|i| {
+            let previous = (rank_key(self.order, distances[i - 1]), ids[i - 1]);
+            let current = (rank_key(self.order, distances[i]), ids[i]);
+            compare_ranked(previous, current) != Ordering::Greater
+        });
+        sorted.then_some(real)
+    }
+
+    /// Copies the real hits of a row into the scratch buffer, sorted best first.
+    fn sort_into_scratch(&mut self, ids: &[i64], distances: &[f32]) -> Run {
+        let start = self.scratch.len();
+        self.scratch.extend(
+            ids.iter()
+                .zip(distances)
+                .filter(|(&id, _)| id != PADDING_ID)
+                .map(|(&id, &distance)| (id, distance)),
+        );
+        let order = self.order;
+        self.scratch[start..].sort_unstable_by(|a, b| {
+            compare_ranked((rank_key(order, a.1), a.0), (rank_key(order, b.1), b.0))
+        });
+        Run {
+            source: RunSource::Scratch { start },
+            len: self.scratch.len() - start,
+        }
+    }
+
+    /// Pushes entry `position` of `part`'s run onto the heap, if the run has one.
+    fn push_head(&mut self, parts: &[TopKHits], part: usize, position: usize) {
+        let Some(run) = self.runs.get(part).copied() else {
+            return;
+        };
+        if position >= run.len {
+            return;
+        }
+        let entry = match run.source {
+            RunSource::Part { start } => parts.get(part).and_then(|p| {
+                Some((
+                    *p.ids.get(start + position)?,
+                    *p.distances.get(start + position)?,
+                ))
+            }),
+            RunSource::Scratch { start } => self.scratch.get(start + position).copied(),
+        };
+        if let Some((id, distance)) = entry {
+            self.heap.push(Reverse(Head {
+                key: rank_key(self.order, distance),
+                id,
+                distance,
+                part,
+                position,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hits(nq: usize, stride: usize, ids: &[i64], distances: &[f32]) -> TopKHits {
+        TopKHits {
+            nq,
+            stride,
+            ids: ids.to_vec(),
+            distances: distances.to_vec(),
+        }
+    }
+
+    fn wire(row_num: i64, ids: &[i64], distances: &[f32]) -> TopKQueryResult {
+        TopKQueryResult {
+            status: ok_status(),
+            row_num,
+            ids: ids.to_vec(),
+            distances: distances.to_vec(),
+        }
+    }
+
+    /// The expected row: every real hit sorted, cut at topk, padded to `stride`.
+    fn reference_row(
+        mut all: Vec<(i64, f32)>,
+        topk: usize,
+        stride: usize,
+        order: Order,
+    ) -> Vec<(i64, f32)> {
+        // Written independently of `compare_ranked`, so the two check each other.
+        all.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (true, true) => a.0.cmp(&b.0),
+            (false, false) => match order {
+                Order::Ascending => a.1.total_cmp(&b.1),
+                Order::Descending => b.1.total_cmp(&a.1),
+            }
+            .then(a.0.cmp(&b.0)),
+        });
+        all.truncate(topk);
+        all.resize(stride, (PADDING_ID, order.worst()));
+        all
+    }
+
+    /// Bit-exact row contents, so NaN compares equal to itself.
+    fn row_bits(result: &TopKHits, q: usize) -> Vec<(i64, u32)> {
+        let (ids, distances) = result.row(q);
+        ids.iter()
+            .zip(distances)
+            .map(|(&id, d)| (id, d.to_bits()))
+            .collect()
+    }
+
+    fn bits(row: &[(i64, f32)]) -> Vec<(i64, u32)> {
+        row.iter().map(|&(id, d)| (id, d.to_bits())).collect()
+    }
+
+    #[test]
+    fn merges_two_l2_parts_best_first_and_caps_at_topk() {
+        let a = hits(1, 3, &[10, 11, 12], &[0.1, 0.5, 0.9]);
+        let b = hits(1, 2, &[20, 21], &[0.2, 0.6]);
+        let merged = merge(vec![a, b], 4, Order::Ascending).unwrap();
+        assert_eq!(merged.nq, 1);
+        assert_eq!(merged.stride, 4);
+        assert_eq!(merged.ids, vec![10, 20, 11, 21]);
+        assert_eq!(merged.distances, vec![0.1, 0.2, 0.5, 0.6]);
+    }
+
+    #[test]
+    fn ip_merges_descending() {
+        let a = hits(2, 2, &[1, 2, 3, 4], &[0.9, 0.1, 0.8, 0.7]);
+        let b = hits(2, 2, &[5, 6, 7, -1], &[0.95, 0.5, 0.75, -f32::MAX]);
+        let merged = merge(vec![a, b], 3, Order::Descending).unwrap();
+        assert_eq!(merged.stride, 3);
+        assert_eq!(merged.row(0), (&[5, 1, 6][..], &[0.95, 0.9, 0.5][..]));
+        assert_eq!(merged.row(1), (&[3, 7, 4][..], &[0.8, 0.75, 0.7][..]));
+    }
+
+    #[test]
+    fn ties_go_to_the_smaller_id() {
+        let a = hits(1, 2, &[9, 30], &[1.0, 2.0]);
+        let b = hits(1, 2, &[4, 7], &[1.0, 1.0]);
+        let merged = merge(vec![a, b], 4, Order::Ascending).unwrap();
+        assert_eq!(merged.ids, vec![4, 7, 9, 30]);
+    }
+
+    #[test]
+    fn topk_larger_than_total_gives_the_sum_of_strides_padded() {
+        // 2 + 3 rows searched, topk 10: Milvus answers with stride 5, not 10.
+        let a = hits(1, 2, &[1, -1], &[0.3, f32::MAX]);
+        let b = hits(1, 3, &[2, 3, -1], &[0.1, 0.2, f32::MAX]);
+        let merged = merge(vec![a, b], 10, Order::Ascending).unwrap();
+        assert_eq!(merged.stride, 5);
+        assert_eq!(merged.ids, vec![2, 3, 1, -1, -1]);
+        assert_eq!(merged.distances, vec![0.1, 0.2, 0.3, f32::MAX, f32::MAX]);
+    }
+
+    #[test]
+    fn padding_of_descending_merge_uses_lowest_float() {
+        let a = hits(1, 2, &[1, -1], &[0.3, -f32::MAX]);
+        let merged = merge(vec![a], 5, Order::Descending).unwrap();
+        assert_eq!(merged.ids, vec![1, -1]);
+        assert_eq!(merged.distances, vec![0.3, -f32::MAX]);
+    }
+
+    #[test]
+    fn all_parts_empty_gives_empty() {
+        assert_eq!(
+            merge(vec![], 10, Order::Ascending).unwrap(),
+            TopKHits::empty()
+        );
+        let parts = vec![TopKHits::empty(), TopKHits::empty()];
+        assert_eq!(
+            merge(parts, 10, Order::Descending).unwrap(),
+            TopKHits::empty()
+        );
+    }
+
+    #[test]
+    fn empty_parts_are_skipped() {
+        let a = hits(1, 1, &[1], &[0.5]);
+        let merged = merge(vec![TopKHits::empty(), a.clone()], 5, Order::Ascending).unwrap();
+        assert_eq!(merged, a);
+    }
+
+    #[test]
+    fn zero_stride_or_zero_topk_gives_empty() {
+        let no_entries = hits(2, 0, &[], &[]);
+        assert_eq!(
+            merge(vec![no_entries], 10, Order::Ascending).unwrap(),
+            TopKHits::empty()
+        );
+        let a = hits(1, 1, &[1], &[0.5]);
+        assert_eq!(
+            merge(vec![a], 0, Order::Ascending).unwrap(),
+            TopKHits::empty()
+        );
+    }
+
+    #[test]
+    fn mismatched_nq_is_an_illegal_search_result() {
+        let a = hits(1, 1, &[1], &[0.5]);
+        let b = hits(2, 1, &[2, 3], &[0.5, 0.6]);
+        let err = merge(vec![a, b], 5, Order::Ascending).unwrap_err();
+        assert_eq!(err.code, ErrorCode::IllegalSearchResult);
+        assert!(err.reason.contains("number of queries"), "{}", err.reason);
+    }
+
+    #[test]
+    fn malformed_part_is_an_error_not_a_panic() {
+        let short = hits(2, 3, &[1, 2], &[0.1, 0.2]);
+        let err = merge(vec![short], 5, Order::Ascending).unwrap_err();
+        assert_eq!(err.code, ErrorCode::IllegalSearchResult);
+        let lopsided = hits(1, 2, &[1, 2], &[0.1]);
+        assert!(merge(vec![lopsided], 5, Order::Ascending).is_err());
+    }
+
+    #[test]
+    fn unsorted_rows_and_padding_in_the_middle_are_handled() {
+        let a = hits(1, 4, &[-1, 3, 1, 2], &[f32::MAX, 0.3, 0.1, 0.2]);
+        let b = hits(1, 2, &[5, 4], &[0.25, 0.05]);
+        let merged = merge(vec![a, b], 10, Order::Ascending).unwrap();
+        assert_eq!(merged.ids, vec![4, 1, 2, 5, 3, -1]);
+        assert_eq!(merged.distances, vec![0.05, 0.1, 0.2, 0.25, 0.3, f32::MAX]);
+    }
+
+    #[test]
+    fn nan_distances_rank_last_in_both_orders() {
+        for order in [Order::Ascending, Order::Descending] {
+            let a = hits(1, 2, &[1, 2], &[f32::NAN, 0.5]);
+            let b = hits(1, 1, &[3], &[0.7]);
+            let merged = merge(vec![a, b], 3, order).unwrap();
+            assert_eq!(merged.ids[2], 1, "{order:?}");
+            assert!(merged.distances[2].is_nan());
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_are_kept() {
+        let a = hits(1, 1, &[7], &[0.1]);
+        let b = hits(1, 1, &[7], &[0.2]);
+        let merged = merge(vec![a, b], 2, Order::Ascending).unwrap();
+        assert_eq!(merged.ids, vec![7, 7]);
+    }
+
+    #[test]
+    fn from_wire_reads_rows() {
+        let result = TopKHits::from_wire(&wire(2, &[5, 6, 7, -1], &[0.1, 0.2, 0.3, 9.0])).unwrap();
+        assert_eq!(result.nq, 2);
+        assert_eq!(result.stride, 2);
+        assert_eq!(result.row(1), (&[7, -1][..], &[0.3, 9.0][..]));
+        assert_eq!(result.row(2), (&[][..], &[][..]));
+        assert_eq!(
+            TopKHits::from_wire(&wire(0, &[], &[])).unwrap(),
+            TopKHits::empty()
+        );
+    }
+
+    #[test]
+    fn from_wire_rejects_misaligned_results() {
+        let cases = [
+            wire(-1, &[], &[]),
+            wire(0, &[1], &[0.1]),
+            wire(2, &[1, 2, 3], &[0.1, 0.2, 0.3]),
+            wire(1, &[1, 2], &[0.1]),
+        ];
+        for case in cases {
+            let err = TopKHits::from_wire(&case).unwrap_err();
+            assert_eq!(err.code, ErrorCode::IllegalSearchResult, "{case:?}");
+            assert!(err.reason.starts_with("illegal search result: "));
+        }
+    }
+
+    #[test]
+    fn into_wire_round_trips() {
+        let result = hits(2, 1, &[3, 4], &[0.5, 0.6]);
+        let reply = result.clone().into_wire();
+        assert_eq!(reply.status, ok_status());
+        assert_eq!(reply.row_num, 2);
+        assert_eq!(TopKHits::from_wire(&reply).unwrap(), result);
+    }
+
+    #[test]
+    fn into_wire_sends_no_entries_as_row_num_zero() {
+        let reply = hits(3, 0, &[], &[]).into_wire();
+        assert_eq!(reply.row_num, 0);
+        assert!(reply.ids.is_empty() && reply.distances.is_empty());
+        assert_eq!(TopKHits::empty().into_wire().row_num, 0);
+    }
+
+    /// One query's hits: ids with repeats possible, distances with many ties and some NaN.
+    fn hit_set() -> impl Strategy<Value = Vec<(i64, f32)>> {
+        let distance = prop_oneof![
+            20 => (0u8..20).prop_map(f32::from),
+            1 => Just(f32::NAN),
+        ];
+        prop::collection::vec((0i64..500, distance), 0..40)
+    }
+
+    fn order() -> impl Strategy<Value = Order> {
+        prop_oneof![Just(Order::Ascending), Just(Order::Descending)]
+    }
+
+    /// Splits each query's hits over `assignment`'s parts, sorts each part's rows best first,
+    /// pads every part to a uniform stride of at least its largest row, and optionally
+    /// scrambles rows (reversed: padding first, worst hit first).
+    fn split(
+        queries: &[Vec<(i64, f32)>],
+        assignment: &[usize],
+        part_count: usize,
+        extra_padding: &[usize],
+        scramble: &[bool],
+        order: Order,
+    ) -> Vec<TopKHits> {
+        let nq = queries.len();
+        let mut rows = vec![vec![Vec::new(); nq]; part_count];
+        let mut next = 0;
+        for (q, query) in queries.iter().enumerate() {
+            for &hit in query {
+                let part = assignment[next % assignment.len()] % part_count;
+                next += 1;
+                rows[part][q].push(hit);
+            }
+        }
+        rows.into_iter()
+            .enumerate()
+            .map(|(p, part_rows)| {
+                let longest = part_rows.iter().map(Vec::len).max().unwrap_or(0);
+                let stride = longest + extra_padding[p % extra_padding.len()];
+                let mut out = TopKHits {
+                    nq,
+                    stride,
+                    ..TopKHits::default()
+                };
+                for row in part_rows {
+                    let mut row = reference_row(row, usize::MAX, stride, order);
+                    if scramble[p % scramble.len()] {
+                        row.reverse();
+                    }
+                    out.ids.extend(row.iter().map(|h| h.0));
+                    out.distances.extend(row.iter().map(|h| h.1));
+                }
+                out
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_merges_back_to_the_sorted_whole(
+            queries in prop::collection::vec(hit_set(), 1..4),
+            assignment in prop::collection::vec(0usize..8, 1..50),
+            part_count in 1usize..8,
+            extra_padding in prop::collection::vec(0usize..4, 1..8),
+            scramble in prop::collection::vec(prop::bool::weighted(0.2), 1..8),
+            topk in 1usize..60,
+            order in order(),
+        ) {
+            let parts = split(&queries, &assignment, part_count, &extra_padding, &scramble, order);
+            let strides_total: usize = parts.iter().map(|p| p.stride).sum();
+            let merged = merge(parts, topk, order).unwrap();
+            let stride = topk.min(strides_total);
+            if stride == 0 {
+                prop_assert_eq!(merged, TopKHits::empty());
+                return Ok(());
+            }
+            prop_assert_eq!(merged.nq, queries.len());
+            prop_assert_eq!(merged.stride, stride);
+            for (q, query) in queries.iter().enumerate() {
+                let expected = reference_row(query.clone(), topk, stride, order);
+                prop_assert_eq!(row_bits(&merged, q), bits(&expected));
+            }
+        }
+
+        #[test]
+        fn each_part_cut_at_topk_still_gives_the_global_topk(
+            queries in prop::collection::vec(hit_set(), 1..3),
+            assignment in prop::collection::vec(0usize..5, 1..30),
+            topk in 1usize..20,
+            order in order(),
+        ) {
+            let parts = split(&queries, &assignment, 5, &[0], &[false], order);
+            // What each node would send: its own top-k only.
+            let cut: Vec<TopKHits> = parts
+                .into_iter()
+                .map(|p| {
+                    let stride = p.stride.min(topk);
+                    let mut out = TopKHits { nq: p.nq, stride, ..TopKHits::default() };
+                    for q in 0..p.nq {
+                        let (ids, distances) = p.row(q);
+                        out.ids.extend_from_slice(&ids[..stride]);
+                        out.distances.extend_from_slice(&distances[..stride]);
+                    }
+                    out
+                })
+                .collect();
+            let merged = merge(cut, topk, order).unwrap();
+            for (q, query) in queries.iter().enumerate() {
+                let real: Vec<(i64, u32)> = row_bits(&merged, q)
+                    .into_iter()
+                    .filter(|h| h.0 != PADDING_ID)
+                    .collect();
+                let expected = reference_row(query.clone(), topk, query.len().min(topk), order);
+                prop_assert_eq!(real, bits(&expected));
+            }
+        }
+    }
 }

@@ -68,3 +68,75 @@ pub fn err_status(err: &MilvusError) -> Option<Status> {
 pub fn is_ok(status: &Option<Status>) -> bool {
     status.as_ref().is_none_or(|s| s.error_code == 0)
 }
+
+/// Reply messages that carry a Milvus `Status`: lets handlers build a reply
+/// from a `MilvusResult` in one place.
+pub trait Reply: Default + Send + 'static {
+    fn set_status(&mut self, status: Status);
+    fn status(&self) -> Option<&Status>;
+
+    /// A reply holding only this error.
+    fn from_error(err: &MilvusError) -> Self {
+        let mut r = Self::default();
+        r.set_status(err.to_status());
+        r
+    }
+}
+
+impl Reply for Status {
+    fn set_status(&mut self, status: Status) {
+        *self = status;
+    }
+    fn status(&self) -> Option<&Status> {
+        Some(self)
+    }
+}
+
+macro_rules! impl_reply {
+    ($($t:ident),* $(,)?) => {
+        $(impl Reply for crate::wire::$t {
+            fn set_status(&mut self, status: Status) {
+                self.status = Some(status);
+            }
+            fn status(&self) -> Option<&Status> {
+                self.status.as_ref()
+            }
+        })*
+    };
+}
+
+impl_reply!(
+    BoolReply,
+    CollectionSchema,
+    CollectionRowCount,
+    CollectionNameList,
+    CollectionInfo,
+    IndexParam,
+    PartitionList,
+    VectorIds,
+    VectorsData,
+    TopKQueryResult,
+    StringReply,
+);
+
+/// Turns a handler result into the gRPC answer: always gRPC OK, the outcome
+/// in the embedded status (success gets code 0 and an empty reason).
+pub fn respond<T: Reply>(result: MilvusResult<T>) -> Result<tonic::Response<T>, tonic::Status> {
+    let reply = match result {
+        Ok(mut r) => {
+            if r.status().is_none() {
+                r.set_status(Status::default());
+            }
+            r
+        }
+        Err(e) => T::from_error(&e),
+    };
+    Ok(tonic::Response::new(reply))
+}
+
+/// The name of a wire error code, for logs and metric labels.
+pub fn code_name(code: i32) -> &'static str {
+    ErrorCode::try_from(code)
+        .map(|c| c.as_str_name())
+        .unwrap_or("UNKNOWN_ERROR_CODE")
+}

@@ -1,0 +1,231 @@
+//! The Milvus nodes behind the proxy: one gRPC client per configured node,
+//! every call timed and counted per backend, and a health view fed by call
+//! outcomes and a periodic `Cmd("status")` probe. Failed reads can move to
+//! another node; writes are never retried.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::ring::Ring;
+use crate::status::{code_name, MilvusError, Reply};
+use crate::telemetry::Metrics;
+use crate::wire::milvus_service_client::MilvusServiceClient;
+use crate::wire::{Command, ErrorCode};
+
+pub type Client = MilvusServiceClient<Channel>;
+
+/// A failed call to a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The node could not be reached or the call broke at the gRPC level.
+    #[error("{addr} unreachable for {method}: {status}")]
+    Transport {
+        addr: String,
+        method: &'static str,
+        status: tonic::Status,
+    },
+}
+
+impl BackendError {
+    pub fn to_milvus(&self) -> MilvusError {
+        match self {
+            BackendError::Transport {
+                addr,
+                method,
+                status,
+            } => MilvusError::new(
+                ErrorCode::ConnectFailed,
+                format!(
+                    "backend {addr} failed {method}: {} ({:?})",
+                    status.message(),
+                    status.code()
+                ),
+            ),
+        }
+    }
+}
+
+/// One Milvus node.
+pub struct Backend {
+    pub addr: String,
+    client: Client,
+    healthy: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Backend {
+    fn new(addr: &str, config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let client = crate::grpc::client(
+            addr,
+            config.backends.connect_timeout,
+            config.server.max_message_size.0 as usize,
+        )?;
+        metrics.set_backend_up(addr, true);
+        Ok(Self {
+            addr: addr.to_string(),
+            client,
+            healthy: AtomicBool::new(true),
+            metrics,
+        })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn set_healthy(&self, up: bool) {
+        if self.healthy.swap(up, Ordering::Relaxed) != up {
+            tracing::info!(backend = %self.addr, up, "backend health changed");
+            self.metrics.set_backend_up(&self.addr, up);
+        }
+    }
+
+    /// Calls `method` on this node with an optional deadline; records the
+    /// outcome (Milvus status code name, or `transport_error`) and latency.
+    pub async fn call<T, F, Fut>(
+        &self,
+        method: &'static str,
+        timeout: Option<Duration>,
+        f: F,
+    ) -> Result<T, BackendError>
+    where
+        T: Reply,
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let fut = f(self.client.clone());
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {}",
+                    humantime::format_duration(t)
+                ))),
+            },
+            None => fut.await,
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        match result {
+            Ok(resp) => {
+                let reply = resp.into_inner();
+                let code = reply.status().map_or(0, |s| s.error_code);
+                self.metrics
+                    .observe_backend(&self.addr, method, outcome_name(code), seconds);
+                self.set_healthy(true);
+                Ok(reply)
+            }
+            Err(status) => {
+                self.metrics
+                    .observe_backend(&self.addr, method, "transport_error", seconds);
+                if is_connectivity(&status) {
+                    self.set_healthy(false);
+                }
+                Err(BackendError::Transport {
+                    addr: self.addr.clone(),
+                    method,
+                    status,
+                })
+            }
+        }
+    }
+
+    /// Health probe: `Cmd("status")` must answer.
+    pub async fn probe(&self, timeout: Duration) -> bool {
+        let r = self
+            .call("Cmd", Some(timeout), |mut c| async move {
+                c.cmd(Command {
+                    cmd: "status".into(),
+                })
+                .await
+            })
+            .await;
+        r.is_ok()
+    }
+}
+
+fn outcome_name(code: i32) -> &'static str {
+    if code == 0 {
+        "ok"
+    } else {
+        code_name(code)
+    }
+}
+
+/// Errors that say the node itself is unreachable (as opposed to a bad request).
+fn is_connectivity(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
+/// Every configured node, and the ring that places files on read-only ones.
+pub struct Backends {
+    pub writable: Arc<Backend>,
+    pub readonly: Vec<Arc<Backend>>,
+    by_addr: HashMap<String, Arc<Backend>>,
+    pub ring: Ring,
+}
+
+impl Backends {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let writable = Arc::new(Backend::new(
+            &config.backends.writable,
+            config,
+            metrics.clone(),
+        )?);
+        let mut by_addr = HashMap::new();
+        by_addr.insert(writable.addr.clone(), writable.clone());
+        let mut readonly = Vec::new();
+        for addr in &config.backends.readonly {
+            let backend = match by_addr.get(addr) {
+                Some(b) => b.clone(), // the writer may also serve reads
+                None => Arc::new(Backend::new(addr, config, metrics.clone())?),
+            };
+            by_addr.insert(addr.clone(), backend.clone());
+            readonly.push(backend);
+        }
+        let ring = Ring::new(
+            &config.backends.readonly,
+            config.backends.virtual_nodes as usize,
+        );
+        Ok(Self {
+            writable,
+            readonly,
+            by_addr,
+            ring,
+        })
+    }
+
+    pub fn get(&self, addr: &str) -> Option<&Arc<Backend>> {
+        self.by_addr.get(addr)
+    }
+
+    pub fn is_healthy(&self, addr: &str) -> bool {
+        self.get(addr).is_some_and(|b| b.is_healthy())
+    }
+
+    /// Probes every node every `period` until aborted.
+    pub fn spawn_health_checks(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let probes = me.by_addr.values().map(|b| async move {
+                    let up = b.probe(period.max(Duration::from_secs(1))).await;
+                    b.set_healthy(up);
+                });
+                futures::future::join_all(probes).await;
+            }
+        })
+    }
+}

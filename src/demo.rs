@@ -1,0 +1,85 @@
+//! `mishards demo`: a whole cluster in one process on loopback — SQLite
+//! metadata and segment files under one directory, one writable node, two
+//! read-only nodes, and the proxy on the Milvus port with metrics. Data is
+//! kept between runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::node::{self, NodeOptions, Role};
+use crate::proxy;
+
+/// Where and how the demo runs.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
+}
+
+/// Starts the demo cluster, prints what runs where, and serves until Ctrl-C.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let dir = opts.dir.canonicalize()?;
+    let meta_uri = format!("sqlite://{}", dir.join("db").join("meta.sqlite").display());
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut nodes = Vec::new();
+    for role in [Role::Writable, Role::ReadOnly, Role::ReadOnly] {
+        let opts = NodeOptions::new(role, loopback, dir.clone(), meta_uri.clone());
+        nodes.push(node::start(opts).await?);
+    }
+    let mut config = Config::default();
+    config.server.listen = opts.listen.to_string();
+    config.metrics.listen = opts.metrics_listen.to_string();
+    config.meta.uri = meta_uri.clone();
+    config.backends.writable = nodes[0].addr.to_string();
+    config.backends.readonly = nodes[1..].iter().map(|n| n.addr.to_string()).collect();
+    let proxy = proxy::start(config)
+        .await
+        .with_context(|| format!("cannot start the proxy on {}", opts.listen))?;
+
+    println!("mishards demo cluster is up (data in {})", dir.display());
+    println!("  metadata        {meta_uri}");
+    println!("  writable node   {}", nodes[0].addr);
+    for n in &nodes[1..] {
+        println!("  read-only node  {}", n.addr);
+    }
+    println!("  proxy (Milvus)  {}", proxy.addr);
+    println!("  metrics         http://{}/metrics", proxy.metrics_addr);
+    println!();
+    println!("Try it with pymilvus 1.1.2:");
+    println!(
+        r#"
+    import random
+    from milvus import Milvus, MetricType
+    client = Milvus(host="{host}", port="{port}")
+    client.create_collection({{"collection_name": "demo", "dimension": 8,
+                              "index_file_size": 1024, "metric_type": MetricType.L2}})
+    vectors = [[random.random() for _ in range(8)] for _ in range(1000)]
+    status, ids = client.insert("demo", vectors)
+    client.flush(["demo"])
+    status, results = client.search("demo", 5, vectors[:2], params={{}})
+    print(results)
+    print(client._cmd("route demo"))   # which segment file is searched on which node
+"#,
+        host = proxy.addr.ip(),
+        port = proxy.addr.port()
+    );
+    println!("Press Ctrl-C to stop.");
+
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping…");
+    proxy.stop(Duration::from_secs(5)).await?;
+    for n in nodes {
+        n.stop().await?;
+    }
+    println!("stopped; data kept in {}", dir.display());
+    Ok(())
+}

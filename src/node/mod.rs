@@ -1,0 +1,158 @@
+//! A small Milvus-1.x-compatible server (writable or read-only role): exact
+//! search over segment files in a shared directory, metadata in the Milvus 1.1
+//! schema. It never imports the proxy.
+
+pub mod cache;
+pub mod engine;
+pub mod scan;
+pub mod segment;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use engine::{Engine, EngineOptions, Role};
+
+use crate::meta::{MetaStore, MetaUri};
+
+/// Everything `mishards node` is started with.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub role: Role,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Milvus `meta_uri`; `sqlite://:@:/` means `<data_dir>/db/meta.sqlite`.
+    pub meta_uri: String,
+    /// Auto-flush period of the insert buffer (Milvus `auto_flush_interval`).
+    pub flush_interval: Duration,
+    /// Period of the background merge of small files; zero disables it.
+    pub merge_interval: Duration,
+    /// How long TO_DELETE files stay on disk (Milvus `file_cleanup_timeout`).
+    pub cleanup_delay: Duration,
+    pub cache_bytes: u64,
+    pub max_message_size: usize,
+}
+
+impl NodeOptions {
+    pub fn new(role: Role, listen: SocketAddr, data_dir: PathBuf, meta_uri: String) -> Self {
+        Self {
+            role,
+            listen,
+            data_dir,
+            meta_uri,
+            flush_interval: Duration::from_secs(1),
+            merge_interval: Duration::from_secs(1),
+            cleanup_delay: Duration::from_secs(10),
+            cache_bytes: 4 << 30,
+            max_message_size: crate::grpc::DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// A node serving in the background.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Stops accepting, flushes what is buffered, and waits for the server.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in self.background {
+            task.abort();
+        }
+        let result = self.server.await.context("node server task")?;
+        self.engine.shutdown().await;
+        self.engine.meta().close().await;
+        result
+    }
+}
+
+/// Opens the metadata database and the data directory, binds, and serves.
+pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
+    let db_dir = opts.data_dir.join("db");
+    std::fs::create_dir_all(&db_dir)
+        .with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
+    let uri = MetaUri::parse(&opts.meta_uri, Some(&db_dir.join("meta.sqlite")))
+        .map_err(anyhow::Error::msg)?;
+    let meta = MetaStore::connect(&uri, 8)
+        .await
+        .with_context(|| format!("cannot open metadata database {}", opts.meta_uri))?;
+    let engine = Arc::new(Engine::new(
+        EngineOptions {
+            role: opts.role,
+            data_dir: opts.data_dir.clone(),
+            cleanup_delay: opts.cleanup_delay,
+            cache_bytes: opts.cache_bytes,
+        },
+        meta,
+    ));
+    let (listener, addr) = crate::grpc::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let (shutdown, mut stop_rx) = watch::channel(false);
+    let service = service::NodeService::new(engine.clone());
+    let max = opts.max_message_size;
+    let server = tokio::spawn(async move {
+        crate::grpc::serve(listener, service, max, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("node gRPC server")
+    });
+    let mut background = Vec::new();
+    if opts.role == Role::Writable {
+        background.push(every(opts.flush_interval, engine.clone(), |e| async move {
+            e.auto_flush().await;
+        }));
+        if !opts.merge_interval.is_zero() {
+            background.push(every(opts.merge_interval, engine.clone(), |e| async move {
+                if let Err(err) = e.merge_small_files().await {
+                    tracing::warn!(error = %err.reason, "background merge failed");
+                }
+            }));
+        }
+        background.push(every(
+            Duration::from_secs(1),
+            engine.clone(),
+            |e| async move {
+                if let Err(err) = e.cleanup().await {
+                    tracing::warn!(error = %err.reason, "file cleanup failed");
+                }
+            },
+        ));
+    }
+    tracing::info!(role = ?opts.role, %addr, data_dir = %opts.data_dir.display(), "node listening on {addr}");
+    Ok(RunningNode {
+        addr,
+        engine,
+        shutdown,
+        server,
+        background,
+    })
+}
+
+fn every<F, Fut>(period: Duration, engine: Arc<Engine>, job: F) -> JoinHandle<()>
+where
+    F: Fn(Arc<Engine>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            job(engine.clone()).await;
+        }
+    })
+}

@@ -1,0 +1,147 @@
+//! The sharding proxy: one Milvus 1.x address in front of a writable node and
+//! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
+//! -> gRPC service, plus the metrics endpoint and background refreshers.
+
+pub mod route;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::meta::{MetaStore, MetaUri};
+use crate::telemetry::{self, Metrics};
+use crate::topology::Topology;
+
+/// How often every backend is probed with `Cmd("status")`.
+const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
+
+/// A proxy serving in the background.
+pub struct RunningProxy {
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+    metrics_server: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// Stops accepting and waits (up to the grace period) for in-flight calls.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+        let result = match tokio::time::timeout(grace, self.server).await {
+            Ok(joined) => joined.context("proxy server task")?,
+            Err(_) => {
+                tracing::warn!(
+                    "in-flight requests did not finish within the shutdown grace period"
+                );
+                Ok(())
+            }
+        };
+        let _ = self.metrics_server.await;
+        result
+    }
+}
+
+/// Connects to the metadata database, takes a first snapshot, and serves.
+pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
+    let errors = config.validate();
+    if !errors.is_empty() {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::bail!("invalid configuration:\n  {}", text.join("\n  "));
+    }
+    let metrics = Metrics::new();
+    let uri = MetaUri::parse(&config.meta.uri, None).map_err(anyhow::Error::msg)?;
+    let meta = MetaStore::connect(&uri, config.meta.max_connections)
+        .await
+        .with_context(|| format!("cannot open metadata database {}", config.meta.uri))?;
+    let topology = Arc::new(Topology::new(meta, metrics.clone()));
+    if let Err(e) = topology.refresh().await {
+        // Serve anyway: searches report the metadata error until it recovers.
+        tracing::warn!(error = %e.reason, "first topology snapshot failed");
+    }
+    let backends = Arc::new(Backends::new(&config, metrics.clone())?);
+    let service = service::ProxyService::new(
+        backends.clone(),
+        topology.clone(),
+        metrics.clone(),
+        config.backends.request_deadline(),
+        config.backends.search_deadline(),
+    );
+
+    let listen: SocketAddr = resolve(&config.server.listen).await?;
+    let (listener, addr) = crate::grpc::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (shutdown, stop_rx) = watch::channel(false);
+    let max = config.server.max_message_size.0 as usize;
+    let mut grpc_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        crate::grpc::serve(listener, service, max, async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("proxy gRPC server")
+    });
+
+    let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
+    let ready_backends = backends.clone();
+    let ready_topology = topology.clone();
+    let mut metrics_stop = stop_rx;
+    let (metrics_addr, metrics_server) = telemetry::serve_metrics(
+        metrics_listen,
+        metrics.clone(),
+        move || {
+            ready_backends.writable.is_healthy()
+                && ready_topology.current().age().is_some()
+                && (ready_backends.readonly.is_empty()
+                    || ready_backends.readonly.iter().any(|b| b.is_healthy()))
+        },
+        async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        },
+    )
+    .await
+    .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
+
+    let background = vec![
+        topology.spawn_refresher(config.topology.refresh_interval),
+        backends.spawn_health_checks(HEALTH_CHECK_PERIOD),
+    ];
+    tracing::info!(
+        %addr,
+        %metrics_addr,
+        writable = %config.backends.writable,
+        readonly = ?config.backends.readonly,
+        "proxy listening on {addr}"
+    );
+    Ok(RunningProxy {
+        addr,
+        metrics_addr,
+        metrics,
+        shutdown,
+        server,
+        metrics_server,
+        background,
+    })
+}
+
+/// Resolves "host:port" (a name or an IP) to one socket address.
+async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("cannot resolve {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}

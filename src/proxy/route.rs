@@ -1,0 +1,161 @@
+//! Route planning, pure: which segment files a search reads (Milvus partition
+//! semantics over a topology snapshot) and which read-only node searches each
+//! file (the consistent-hash ring, skipping unhealthy nodes).
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::ring::{self, Ring};
+use crate::status::{MilvusError, MilvusResult};
+use crate::topology::CollectionView;
+use crate::validate;
+
+/// The files of one search and where each goes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RoutePlan {
+    /// `(node address, TableFiles ids)`, nodes in ring order, ids ascending.
+    pub assignments: Vec<(String, Vec<i64>)>,
+    /// Searchable files selected, before placement.
+    pub files: usize,
+    /// Rows in those files (what one big Milvus would search).
+    pub rows: i64,
+}
+
+impl RoutePlan {
+    pub fn is_empty(&self) -> bool {
+        self.assignments.is_empty()
+    }
+}
+
+/// The searchable file ids of `view` selected by partition `tags`.
+pub fn select_files(view: &CollectionView, tags: &[String]) -> MilvusResult<Vec<(i64, i64)>> {
+    let tables: HashSet<String> =
+        validate::select_partitions(&view.root.table_id, &view.partition_pairs(), tags)?
+            .into_iter()
+            .collect();
+    Ok(view
+        .files
+        .iter()
+        .filter(|f| tables.contains(&f.table_id))
+        .map(|f| (f.id, f.row_count))
+        .collect())
+}
+
+/// Places `files` (id, rows) on healthy nodes of `ring`. Fails when some
+/// file has no healthy node to go to.
+pub fn plan(
+    ring: &Ring,
+    files: &[(i64, i64)],
+    healthy: impl Fn(&str) -> bool,
+) -> MilvusResult<RoutePlan> {
+    let ids: Vec<i64> = files.iter().map(|(id, _)| *id).collect();
+    let assignments = ring::place(ring, &ids, healthy);
+    let placed: usize = assignments.iter().map(|(_, f)| f.len()).sum();
+    let distinct: HashSet<i64> = ids.iter().copied().collect();
+    if placed < distinct.len() {
+        return Err(MilvusError::unexpected(format!(
+            "no healthy read-only node for {} of {} segment files (nodes: {})",
+            distinct.len() - placed,
+            distinct.len(),
+            ring.nodes().join(", ")
+        )));
+    }
+    Ok(RoutePlan {
+        assignments,
+        files: distinct.len(),
+        rows: files.iter().map(|(_, r)| *r).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{CollectionRow, FileRow};
+    use crate::types::{EngineType, MetricType};
+
+    fn row(table_id: &str, owner: &str, tag: &str) -> CollectionRow {
+        CollectionRow {
+            id: 0,
+            table_id: table_id.into(),
+            state: 0,
+            dimension: 4,
+            created_on: 0,
+            flag: 0,
+            index_file_size: 1 << 30,
+            engine_type: 1,
+            index_params: "{}".into(),
+            metric_type: 1,
+            owner_table: owner.into(),
+            partition_tag: tag.into(),
+            version: String::new(),
+            flush_lsn: 0,
+        }
+    }
+
+    fn file(id: i64, table: &str, rows: i64) -> FileRow {
+        FileRow {
+            id,
+            table_id: table.into(),
+            segment_id: String::new(),
+            engine_type: 1,
+            file_id: String::new(),
+            file_type: 1,
+            file_size: 0,
+            row_count: rows,
+            updated_time: 0,
+            created_on: 0,
+            date: 0,
+            flush_lsn: 0,
+        }
+    }
+
+    fn view() -> CollectionView {
+        CollectionView {
+            root: row("c", "", ""),
+            metric: MetricType::L2,
+            engine: EngineType::Flat,
+            partitions: vec![row("101", "c", "2020-01"), row("102", "c", "2021-01")],
+            files: vec![
+                file(1, "c", 10),
+                file(2, "101", 20),
+                file(3, "102", 30),
+                file(4, "102", 5),
+            ],
+        }
+    }
+
+    #[test]
+    fn selects_files_with_milvus_partition_semantics() {
+        let v = view();
+        let all = select_files(&v, &[]).unwrap();
+        assert_eq!(all.len(), 4);
+        let default = select_files(&v, &["_default".into()]).unwrap();
+        assert_eq!(default, vec![(1, 10)]);
+        let regex = select_files(&v, &["2021.*".into()]).unwrap();
+        assert_eq!(regex, vec![(3, 30), (4, 5)]);
+        // "2020" is a prefix of "2020-01" but not a full match: no partition.
+        assert!(select_files(&v, &["2020".into()]).is_err());
+    }
+
+    #[test]
+    fn plan_covers_every_file_once() {
+        let nodes: Vec<String> = (1..=3).map(|i| format!("127.0.0.1:{i}")).collect();
+        let ring = Ring::new(&nodes, 160);
+        let files: Vec<(i64, i64)> = (1..=50).map(|i| (i, 1)).collect();
+        let p = plan(&ring, &files, |_| true).unwrap();
+        let mut seen: Vec<i64> = p.assignments.iter().flat_map(|(_, f)| f.clone()).collect();
+        seen.sort();
+        assert_eq!(seen, (1..=50).collect::<Vec<_>>());
+        assert_eq!(p.rows, 50);
+        // With one node down, nothing goes to it and nothing is lost.
+        let down = &nodes[0];
+        let p = plan(&ring, &files, |n| n != down).unwrap();
+        assert!(p.assignments.iter().all(|(n, _)| n != down));
+        assert_eq!(
+            p.assignments.iter().map(|(_, f)| f.len()).sum::<usize>(),
+            50
+        );
+        assert!(plan(&ring, &files, |_| false).is_err());
+    }
+}

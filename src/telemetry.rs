@@ -1,0 +1,436 @@
+//! Prometheus metrics and the /metrics HTTP endpoint.
+//!
+//! [`Metrics`] owns one `prometheus-client` registry with every series the
+//! proxy exports; [`serve_metrics`] exposes it (plus `/livez` and `/readyz`)
+//! over a tiny axum HTTP/1 server. All durations are in seconds.
+//!
+//! The exposition is OpenMetrics text (what `prometheus-client` encodes,
+//! ending in `# EOF`), served with the OpenMetrics content type, which
+//! Prometheus scrapes natively.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels<const N: usize> = [(&'static str, String); N];
+type HistogramFamily<const N: usize> = Family<Labels<N>, Histogram, fn() -> Histogram>;
+
+/// Request latencies: 0.5ms to ~33s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// Every series the proxy exports, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Labels<2>, Counter>,
+    request_duration: HistogramFamily<1>,
+    backend_requests: Family<Labels<3>, Counter>,
+    backend_request_duration: HistogramFamily<2>,
+    search_fanout_nodes: Histogram,
+    search_files: Histogram,
+    merge_duration: Histogram,
+    topology_refresh_duration: Histogram,
+    topology_refresh_failures: Counter,
+    topology_age: Gauge<f64, AtomicU64>,
+    backend_up: Family<Labels<1>, Gauge>,
+    inflight_requests: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let requests = Family::<Labels<2>, Counter>::default();
+        let request_duration: HistogramFamily<1> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let backend_requests = Family::<Labels<3>, Counter>::default();
+        let backend_request_duration: HistogramFamily<2> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        // 1 to 256 nodes, and 1 to 32768 segment files per search.
+        let search_fanout_nodes = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let search_files = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        // 10us to ~1.3s.
+        let merge_duration = Histogram::new(exponential_buckets(0.00001, 2.0, 18));
+        let topology_refresh_duration = latency_histogram();
+        let topology_refresh_failures = Counter::default();
+        let topology_age = Gauge::<f64, AtomicU64>::default();
+        let backend_up = Family::<Labels<1>, Gauge>::default();
+        let inflight_requests = Gauge::default();
+
+        registry.register(
+            "mishards_requests",
+            "RPCs handled by the proxy, by method and Milvus status code or gRPC code",
+            requests.clone(),
+        );
+        registry.register(
+            "mishards_request_duration_seconds",
+            "Time to handle one RPC at the proxy",
+            request_duration.clone(),
+        );
+        registry.register(
+            "mishards_backend_requests",
+            "Calls from the proxy to a backend node, by outcome",
+            backend_requests.clone(),
+        );
+        registry.register(
+            "mishards_backend_request_duration_seconds",
+            "Time of one call from the proxy to a backend node",
+            backend_request_duration.clone(),
+        );
+        registry.register(
+            "mishards_search_fanout_nodes",
+            "Backend nodes one search was sent to",
+            search_fanout_nodes.clone(),
+        );
+        registry.register(
+            "mishards_search_files",
+            "Segment files one search covered",
+            search_files.clone(),
+        );
+        registry.register(
+            "mishards_merge_duration_seconds",
+            "Time to merge the partial top-k results of one search",
+            merge_duration.clone(),
+        );
+        registry.register(
+            "mishards_topology_refresh_duration_seconds",
+            "Time of one refresh of the backend topology",
+            topology_refresh_duration.clone(),
+        );
+        registry.register(
+            "mishards_topology_refresh_failures",
+            "Topology refreshes that failed",
+            topology_refresh_failures.clone(),
+        );
+        registry.register(
+            "mishards_topology_age_seconds",
+            "Seconds since the topology in use was last refreshed successfully",
+            topology_age.clone(),
+        );
+        registry.register(
+            "mishards_backend_up",
+            "1 if the backend node answered its last health check, else 0",
+            backend_up.clone(),
+        );
+        registry.register(
+            "mishards_inflight_requests",
+            "RPCs being handled by the proxy right now",
+            inflight_requests.clone(),
+        );
+        registry.register(
+            "mishards_build",
+            "Version of this mishards binary",
+            Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
+        );
+
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            backend_requests,
+            backend_request_duration,
+            search_fanout_nodes,
+            search_files,
+            merge_duration,
+            topology_refresh_duration,
+            topology_refresh_failures,
+            topology_age,
+            backend_up,
+            inflight_requests,
+        })
+    }
+
+    /// One handled RPC at the proxy: method name (e.g. "Search"), Milvus status
+    /// code name ("SUCCESS", "ILLEGAL_TOPK"...) or gRPC code.
+    pub fn observe_request(&self, method: &str, status: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&[
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        self.request_duration
+            .get_or_create(&[("method", method.to_string())])
+            .observe(seconds);
+    }
+
+    /// One call to a backend node: backend address, method, outcome ("ok" /
+    /// error code name / "transport_error").
+    pub fn observe_backend(&self, backend: &str, method: &str, outcome: &str, seconds: f64) {
+        self.backend_requests
+            .get_or_create(&[
+                ("backend", backend.to_string()),
+                ("method", method.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.backend_request_duration
+            .get_or_create(&[
+                ("backend", backend.to_string()),
+                ("method", method.to_string()),
+            ])
+            .observe(seconds);
+    }
+
+    /// How many nodes and segment files one search fanned out to.
+    pub fn observe_fanout(&self, nodes: usize, files: usize) {
+        self.search_fanout_nodes.observe(nodes as f64);
+        self.search_files.observe(files as f64);
+    }
+
+    /// Time to merge the partial results of one search.
+    pub fn observe_merge(&self, seconds: f64) {
+        self.merge_duration.observe(seconds);
+    }
+
+    /// One topology refresh; a failed one also counts a failure.
+    pub fn observe_topology_refresh(&self, seconds: f64, ok: bool) {
+        self.topology_refresh_duration.observe(seconds);
+        if !ok {
+            self.topology_refresh_failures.inc();
+        }
+    }
+
+    /// Seconds since the last successful topology refresh.
+    pub fn set_topology_age(&self, seconds: f64) {
+        self.topology_age.set(seconds);
+    }
+
+    /// Health of one backend node.
+    pub fn set_backend_up(&self, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&[("backend", backend.to_string())])
+            .set(i64::from(up));
+    }
+
+    /// Counts one in-flight RPC until the guard is dropped.
+    pub fn inflight(&self) -> InflightGuard {
+        self.inflight_requests.inc();
+        InflightGuard {
+            gauge: self.inflight_requests.clone(),
+        }
+    }
+
+    /// The OpenMetrics text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) = encode(&mut text, &self.registry) {
+            // Writing into a String cannot fail; a label value the encoder
+            // rejects would land here.
+            tracing::warn!(error = %err, "encoding metrics failed");
+        }
+        text
+    }
+}
+
+/// Decrements `mishards_inflight_requests` when dropped.
+#[must_use = "the request counts as in flight only while the guard lives"]
+pub struct InflightGuard {
+    gauge: Gauge,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+struct EndpointState {
+    metrics: Arc<Metrics>,
+    ready: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+async fn metrics_handler(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}
+
+async fn livez_handler() -> &'static str {
+    "ok"
+}
+
+async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode, &'static str) {
+    if (state.ready)() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves GET /metrics (OpenMetrics text), GET /livez (200 "ok") and GET
+/// /readyz (200 when `ready()` else 503) until `shutdown` resolves.
+/// Binds `addr` (port 0 allowed) and returns the bound address and the
+/// server task.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let state = Arc::new(EndpointState {
+        metrics,
+        ready: Box::new(ready),
+    });
+    let router = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/livez", get(livez_handler))
+        .route("/readyz", get(readyz_handler))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %err, "metrics endpoint stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn encode_contains_the_observed_series() {
+        let metrics = Metrics::new();
+        metrics.observe_request("Search", "SUCCESS", 0.002);
+        metrics.observe_request("Search", "ILLEGAL_TOPK", 0.001);
+        metrics.observe_backend("10.0.0.2:19530", "Search", "transport_error", 0.5);
+        metrics.observe_fanout(3, 40);
+        metrics.observe_merge(0.0001);
+        metrics.observe_topology_refresh(0.01, true);
+        metrics.observe_topology_refresh(0.02, false);
+        metrics.set_topology_age(1.5);
+        metrics.set_backend_up("10.0.0.2:19530", true);
+        metrics.set_backend_up("10.0.0.3:19530", false);
+        let text = metrics.encode();
+        for expected in [
+            "# TYPE mishards_requests counter",
+            r#"mishards_requests_total{method="Search",status="SUCCESS"} 1"#,
+            r#"mishards_requests_total{method="Search",status="ILLEGAL_TOPK"} 1"#,
+            r#"mishards_request_duration_seconds_count{method="Search"} 2"#,
+            r#"mishards_request_duration_seconds_bucket{le="0.0005",method="Search"} 0"#,
+            r#"mishards_request_duration_seconds_bucket{le="0.001",method="Search"} 1"#,
+            r#"mishards_backend_requests_total{backend="10.0.0.2:19530",method="Search",outcome="transport_error"} 1"#,
+            r#"mishards_backend_request_duration_seconds_count{backend="10.0.0.2:19530",method="Search"} 1"#,
+            "mishards_search_fanout_nodes_sum 3.0",
+            "mishards_search_files_sum 40.0",
+            "mishards_merge_duration_seconds_count 1",
+            "mishards_topology_refresh_duration_seconds_count 2",
+            "mishards_topology_refresh_failures_total 1",
+            "mishards_topology_age_seconds 1.5",
+            r#"mishards_backend_up{backend="10.0.0.2:19530"} 1"#,
+            r#"mishards_backend_up{backend="10.0.0.3:19530"} 0"#,
+            "mishards_inflight_requests 0",
+            &format!(
+                r#"mishards_build_info{{version="{}"}} 1"#,
+                env!("CARGO_PKG_VERSION")
+            ),
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn inflight_guard_counts_while_alive() {
+        let metrics = Metrics::new();
+        let first = metrics.inflight();
+        let second = metrics.inflight();
+        assert!(metrics.encode().contains("mishards_inflight_requests 2"));
+        drop(first);
+        assert!(metrics.encode().contains("mishards_inflight_requests 1"));
+        drop(second);
+        assert!(metrics.encode().contains("mishards_inflight_requests 0"));
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_over_http() {
+        let metrics = Metrics::new();
+        metrics.observe_request("Insert", "SUCCESS", 0.01);
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready_flag = ready.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, task) = serve_metrics(
+            "127.0.0.1:0".parse().expect("addr"),
+            metrics,
+            move || ready_flag.load(Ordering::SeqCst),
+            async move {
+                let _ = stopped.await;
+            },
+        )
+        .await
+        .expect("bind");
+        assert_ne!(addr.port(), 0);
+
+        let response = http_get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text"),
+            "{response}"
+        );
+        assert!(response.contains(r#"mishards_requests_total{method="Insert",status="SUCCESS"} 1"#));
+
+        let response = http_get(addr, "/livez").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(response.ends_with("\r\n\r\nok"), "{response}");
+
+        let response = http_get(addr, "/readyz").await;
+        assert!(
+            response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{response}"
+        );
+        ready.store(true, Ordering::SeqCst);
+        let response = http_get(addr, "/readyz").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+
+        let response = http_get(addr, "/nope").await;
+        assert!(
+            response.starts_with("HTTP/1.1 404 Not Found\r\n"),
+            "{response}"
+        );
+
+        stop.send(()).expect("server still running");
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("server stops after shutdown")
+            .expect("server task did not panic");
+    }
+}
