@@ -162,7 +162,7 @@ impl Default for BackendsConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::ZERO,
             search_timeout: Duration::ZERO,
-            virtual_nodes: 160,
+            virtual_nodes: crate::ring::DEFAULT_VIRTUAL_NODES as u32,
         }
     }
 }
@@ -1164,7 +1164,10 @@ writable = "10.0.0.1:19530"
         assert_eq!(config.backends.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.backends.request_deadline(), None);
         assert_eq!(config.backends.search_deadline(), None);
-        assert_eq!(config.backends.virtual_nodes, 160);
+        assert_eq!(
+            config.backends.virtual_nodes as usize,
+            crate::ring::DEFAULT_VIRTUAL_NODES
+        );
         assert_eq!(config.topology.refresh_interval, Duration::from_millis(300));
         assert_eq!(config.log.level, "info");
         assert_eq!(config.log.format, LogFormat::Text);
