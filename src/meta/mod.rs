@@ -460,17 +460,7 @@ impl MetaStore {
         let now = now_micros();
         let mut tx = self.pool.begin().await?;
         let id = insert_file_row(&mut tx, self.dialect, merged).await?;
-        for chunk in sources.chunks(500) {
-            let sql = format!(
-                "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(FileType::ToDelete as i32).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut *tx).await?;
-        }
+        mark_to_delete(&mut tx, sources, now).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -489,19 +479,8 @@ impl MetaStore {
 
     /// Marks files TO_DELETE (their rows are all deleted, or they were replaced).
     pub async fn drop_files(&self, ids: &[i64]) -> MetaResult<()> {
-        let now = now_micros();
-        for chunk in ids.chunks(500) {
-            let sql = format!(
-                "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(FileType::ToDelete as i32).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&self.pool).await?;
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        mark_to_delete(&mut conn, ids, now_micros()).await
     }
 
     /// TO_DELETE files marked before `older_than` (microseconds).
@@ -574,6 +553,23 @@ async fn insert_returning_id<'q>(
             .last_insert_id()
             .unwrap_or_default()),
     }
+}
+
+/// Sets `file_type = TO_DELETE` (and the time it happened) on files by id.
+async fn mark_to_delete(conn: &mut AnyConnection, ids: &[i64], now: i64) -> MetaResult<()> {
+    // Chunked to stay far below any bind-parameter limit.
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(FileType::ToDelete as i32).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 fn placeholders(n: usize) -> String {

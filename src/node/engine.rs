@@ -302,12 +302,7 @@ impl Engine {
                 "Duplicate partition is not allowed: tag {tag} already exists in collection {name}"
             )));
         }
-        if parts.len() >= validate::MAX_PARTITIONS {
-            return Err(MilvusError::unexpected(format!(
-                "The number of partitions exceeds the upper limit ({})",
-                validate::MAX_PARTITIONS
-            )));
-        }
+        validate::partition_capacity(parts.len())?;
         let mut row = c.row.clone();
         row.id = 0;
         row.table_id = self.ids.next().to_string();
@@ -809,14 +804,16 @@ impl Engine {
             })
     }
 
-    pub async fn search(
+    /// The checks every vector search makes, in Milvus' order, and the
+    /// collection and query vectors they yield.
+    async fn search_target(
         &self,
         name: &str,
         tags: &[String],
         records: &[crate::wire::RowRecord],
         topk: i64,
         params: &serde_json::Value,
-    ) -> MilvusResult<TopKHits> {
+    ) -> MilvusResult<(Collection, VectorData)> {
         validate::collection_name(name)?;
         validate::topk(topk)?;
         validate::result_size(records.len(), topk)?;
@@ -826,6 +823,20 @@ impl Engine {
         let c = self.collection(name).await?;
         validate::search_params(c.engine, params, topk)?;
         let queries = validate::vectors(records, c.metric, c.dim())?;
+        Ok((c, queries))
+    }
+
+    pub async fn search(
+        &self,
+        name: &str,
+        tags: &[String],
+        records: &[crate::wire::RowRecord],
+        topk: i64,
+        params: &serde_json::Value,
+    ) -> MilvusResult<TopKHits> {
+        let (c, queries) = self
+            .search_target(name, tags, records, topk, params)
+            .await?;
         let tables = self.search_tables(&c, tags).await?;
         let files = self
             .meta
@@ -844,16 +855,10 @@ impl Engine {
         topk: i64,
         params: &serde_json::Value,
     ) -> MilvusResult<TopKHits> {
-        validate::collection_name(name)?;
-        validate::topk(topk)?;
-        validate::result_size(records.len(), topk)?;
-        for t in tags {
-            validate::partition_tag(t)?;
-        }
         let ids = validate::file_ids(file_ids)?;
-        let c = self.collection(name).await?;
-        validate::search_params(c.engine, params, topk)?;
-        let queries = validate::vectors(records, c.metric, c.dim())?;
+        let (c, queries) = self
+            .search_target(name, tags, records, topk, params)
+            .await?;
         let found = self.meta.files_by_ids(&ids).await.map_err(meta_err)?;
         if found.is_empty() {
             return Err(MilvusError::unexpected(format!(
@@ -1041,16 +1046,7 @@ impl Engine {
         partition_tag: &str,
     ) -> MilvusResult<Vec<crate::wire::RowRecord>> {
         let c = self.collection(name).await?;
-        if ids.is_empty() {
-            return Err(MilvusError::illegal_argument("No vector id specified"));
-        }
-        if ids.len() > validate::MAX_GET_BY_ID {
-            return Err(MilvusError::illegal_argument(format!(
-                "Too many ids: {} given, at most {} per request",
-                ids.len(),
-                validate::MAX_GET_BY_ID
-            )));
-        }
+        validate::get_by_id_count(ids.len())?;
         let tag = if partition_tag.is_empty() {
             None
         } else {
