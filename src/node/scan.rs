@@ -24,13 +24,15 @@
 //! A NaN distance (only possible with NaN in the float data) never enters a
 //! faiss heap, so such rows are left out here too.
 //!
-//! Speed: rows are scanned once for all queries. Float scores are computed in
-//! tiles of up to 4 queries × 4 rows with 8-lane accumulators that the compiler
-//! vectorises; on x86-64 CPUs with AVX2+FMA+POPCNT the same code is compiled a
-//! second time with those features enabled and picked at run time (the only
-//! `unsafe` in this file). Each query keeps its best hits in a buffer that is
-//! cut back to `k` by quickselect whenever it holds about `2k`, so memory and
-//! time stay linear even for `topk` of a million.
+//! Speed: rows are scanned in blocks, each block once for all queries. Float
+//! scores are computed in tiles (4 queries × 2 rows, or 1 query × 4 rows) with
+//! 8-lane accumulators. On x86-64 CPUs with AVX2+FMA+POPCNT, detected at run
+//! time, float tiles use `std::arch` intrinsics and binary kernels are compiled
+//! with those features; this dispatch and the unaligned vector loads are the
+//! only `unsafe` here. Elsewhere a portable version runs. Each query keeps its
+//! best hits in a buffer that is cut back to `k` by quickselect whenever it
+//! holds about `2k`, so memory and time stay linear even for `topk` of a
+//! million.
 
 use std::cmp::Ordering;
 
@@ -459,38 +461,27 @@ fn float_block_keys(
             // confirmed avx2, fma and popcnt on this CPU.
             unsafe {
                 if l2 {
-                    float_block_avx2::<true>(dim, queries, block, keys)
+                    avx2::float_block::<true>(dim, queries, block, keys)
                 } else {
-                    float_block_avx2::<false>(dim, queries, block, keys)
+                    avx2::float_block::<false>(dim, queries, block, keys)
                 }
             }
         }
         Kernel::Portable => {
             if l2 {
-                float_block::<true, false>(dim, queries, block, keys)
+                float_block::<true>(dim, queries, block, keys)
             } else {
-                float_block::<false, false>(dim, queries, block, keys)
+                float_block::<false>(dim, queries, block, keys)
             }
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,popcnt")]
-fn float_block_avx2<const L2: bool>(dim: usize, queries: &[f32], block: &[f32], keys: &mut [f32]) {
-    float_block::<L2, true>(dim, queries, block, keys)
 }
 
 /// Tiling: rows in groups of 4; queries in groups of 4 are scored against
 /// those rows as two 4×2 tiles, remaining queries as 1×4 tiles. Leftover rows
 /// use 1×1 tiles.
 #[inline(always)]
-fn float_block<const L2: bool, const FMA: bool>(
-    dim: usize,
-    queries: &[f32],
-    block: &[f32],
-    keys: &mut [f32],
-) {
+fn float_block<const L2: bool>(dim: usize, queries: &[f32], block: &[f32], keys: &mut [f32]) {
     let block_rows = block.len() / dim;
     let nq = queries.len() / dim;
     let query = |q: usize| &queries[q * dim..(q + 1) * dim];
@@ -501,7 +492,7 @@ fn float_block<const L2: bool, const FMA: bool>(
         while q + 4 <= nq {
             let qs = [query(q), query(q + 1), query(q + 2), query(q + 3)];
             for pair in [r, r + 2] {
-                let scores = float_tile::<4, 2, L2, FMA>(qs, [row(pair), row(pair + 1)]);
+                let scores = float_tile::<4, 2, L2>(qs, [row(pair), row(pair + 1)]);
                 for (i, row_scores) in scores.iter().enumerate() {
                     keys[(q + i) * block_rows + pair..][..2].copy_from_slice(row_scores);
                 }
@@ -509,10 +500,8 @@ fn float_block<const L2: bool, const FMA: bool>(
             q += 4;
         }
         while q < nq {
-            let [scores] = float_tile::<1, 4, L2, FMA>(
-                [query(q)],
-                [row(r), row(r + 1), row(r + 2), row(r + 3)],
-            );
+            let [scores] =
+                float_tile::<1, 4, L2>([query(q)], [row(r), row(r + 1), row(r + 2), row(r + 3)]);
             keys[q * block_rows + r..][..4].copy_from_slice(&scores);
             q += 1;
         }
@@ -520,26 +509,17 @@ fn float_block<const L2: bool, const FMA: bool>(
     }
     while r < block_rows {
         for q in 0..nq {
-            let [[score]] = float_tile::<1, 1, L2, FMA>([query(q)], [row(r)]);
+            let [[score]] = float_tile::<1, 1, L2>([query(q)], [row(r)]);
             keys[q * block_rows + r] = score;
         }
         r += 1;
     }
 }
 
-#[inline(always)]
-fn multiply_add<const FMA: bool>(a: f32, b: f32, acc: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, acc)
-    } else {
-        acc + a * b
-    }
-}
-
 /// Keys of `Q` queries against `R` rows (all slices of the same length):
 /// `Σ (q-x)²` when `L2`, else `-Σ q·x`.
 #[inline(always)]
-fn float_tile<const Q: usize, const R: usize, const L2: bool, const FMA: bool>(
+fn float_tile<const Q: usize, const R: usize, const L2: bool>(
     queries: [&[f32]; Q],
     rows: [&[f32]; R],
 ) -> [[f32; R]; Q] {
@@ -556,7 +536,7 @@ fn float_tile<const Q: usize, const R: usize, const L2: bool, const FMA: bool>(
                 for l in 0..LANES {
                     let term = if L2 { qc[l] - xs[j][l] } else { qc[l] };
                     let other = if L2 { term } else { xs[j][l] };
-                    acc[i][j][l] = multiply_add::<FMA>(term, other, acc[i][j][l]);
+                    acc[i][j][l] += term * other;
                 }
             }
         }
@@ -567,7 +547,8 @@ fn float_tile<const Q: usize, const R: usize, const L2: bool, const FMA: bool>(
         for j in 0..R {
             let a = acc[i][j];
             // Pairwise reduction of the lanes.
-            let mut sum = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+            // Same order as `avx2::horizontal_sum`.
+            let mut sum = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
             for (x, y) in queries[i][tail..].iter().zip(&rows[j][tail..]) {
                 sum += if L2 { (x - y) * (x - y) } else { x * y };
             }
@@ -575,6 +556,128 @@ fn float_tile<const Q: usize, const R: usize, const L2: bool, const FMA: bool>(
         }
     }
     out
+}
+
+/// The float kernels written with AVX2/FMA intrinsics: the compiler's own
+/// vectoriser picks the wrong axis for most tile shapes, so the tiles are
+/// spelled out. Same tiling and summation order as the portable code.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::LANES;
+    use std::arch::x86_64::{
+        __m256, _mm256_castps256_ps128, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
+        _mm256_setzero_ps, _mm256_sub_ps, _mm_add_ps, _mm_add_ss, _mm_cvtss_f32, _mm_movehl_ps,
+        _mm_shuffle_ps,
+    };
+
+    /// Same contract as `super::float_block`.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn float_block<const L2: bool>(
+        dim: usize,
+        queries: &[f32],
+        block: &[f32],
+        keys: &mut [f32],
+    ) {
+        let block_rows = block.len() / dim;
+        let nq = queries.len() / dim;
+        let query = |q: usize| &queries[q * dim..(q + 1) * dim];
+        let row = |r: usize| &block[r * dim..(r + 1) * dim];
+        let mut r = 0;
+        while r + 4 <= block_rows {
+            let mut q = 0;
+            while q + 4 <= nq {
+                let qs = [query(q), query(q + 1), query(q + 2), query(q + 3)];
+                for pair in [r, r + 2] {
+                    let scores = tile::<4, 2, L2>(qs, [row(pair), row(pair + 1)]);
+                    for (i, row_scores) in scores.iter().enumerate() {
+                        keys[(q + i) * block_rows + pair..][..2].copy_from_slice(row_scores);
+                    }
+                }
+                q += 4;
+            }
+            while q < nq {
+                let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                let [scores] = tile::<1, 4, L2>([query(q)], rows);
+                keys[q * block_rows + r..][..4].copy_from_slice(&scores);
+                q += 1;
+            }
+            r += 4;
+        }
+        while r < block_rows {
+            for q in 0..nq {
+                let [[score]] = tile::<1, 1, L2>([query(q)], [row(r)]);
+                keys[q * block_rows + r] = score;
+            }
+            r += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn load(chunk: &[f32; LANES]) -> __m256 {
+        // SAFETY: `chunk` is 8 readable f32; `loadu` has no alignment needs.
+        unsafe { _mm256_loadu_ps(chunk.as_ptr()) }
+    }
+
+    /// `((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7))`.
+    #[target_feature(enable = "avx2,fma")]
+    fn horizontal_sum(v: __m256) -> f32 {
+        let halves = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let pairs = _mm_add_ps(halves, _mm_movehl_ps(halves, halves));
+        _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps::<1>(pairs, pairs)))
+    }
+
+    /// Same contract as `super::float_tile`.
+    #[target_feature(enable = "avx2,fma")]
+    fn tile<const Q: usize, const R: usize, const L2: bool>(
+        queries: [&[f32]; Q],
+        rows: [&[f32]; R],
+    ) -> [[f32; R]; Q] {
+        let dim = queries[0].len();
+        let chunks = dim / LANES;
+        // Plain loops rather than `array::map`: closures are not inlined into
+        // this `target_feature` function.
+        let mut query_chunks: [&[[f32; LANES]]; Q] = [&[]; Q];
+        for (slot, v) in query_chunks.iter_mut().zip(queries) {
+            *slot = &v.as_chunks::<LANES>().0[..chunks];
+        }
+        let mut row_chunks: [&[[f32; LANES]]; R] = [&[]; R];
+        for (slot, v) in row_chunks.iter_mut().zip(rows) {
+            *slot = &v.as_chunks::<LANES>().0[..chunks];
+        }
+        let mut acc = [[_mm256_setzero_ps(); R]; Q];
+        for c in 0..chunks {
+            let mut xs = [_mm256_setzero_ps(); R];
+            for j in 0..R {
+                xs[j] = load(&row_chunks[j][c]);
+            }
+            for i in 0..Q {
+                let qv = load(&query_chunks[i][c]);
+                for j in 0..R {
+                    acc[i][j] = if L2 {
+                        let d = _mm256_sub_ps(qv, xs[j]);
+                        _mm256_fmadd_ps(d, d, acc[i][j])
+                    } else {
+                        _mm256_fmadd_ps(qv, xs[j], acc[i][j])
+                    };
+                }
+            }
+        }
+        let tail = chunks * LANES;
+        let mut out = [[0f32; R]; Q];
+        for i in 0..Q {
+            for j in 0..R {
+                let mut sum = horizontal_sum(acc[i][j]);
+                for (x, y) in queries[i][tail..].iter().zip(&rows[j][tail..]) {
+                    sum += if L2 { (x - y) * (x - y) } else { x * y };
+                }
+                out[i][j] = if L2 { sum } else { -sum };
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------

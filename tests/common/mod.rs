@@ -140,7 +140,6 @@ pub struct Cluster {
     pub readers: Vec<Option<RunningNode>>,
     /// A client of the proxy.
     pub client: Client,
-    pub kind: MetaKind,
     // Dropped last: the directory and the database outlive the servers.
     _data_dir: tempfile::TempDir,
     _database: Option<MysqlDatabase>,
@@ -221,7 +220,6 @@ impl Cluster {
             writer: Some(writer),
             readers,
             client,
-            kind: kind.clone(),
             _data_dir: data_dir,
             _database: database,
         }
@@ -369,9 +367,13 @@ pub async fn search(
 ) -> TopKQueryResult {
     let reply = grpc_ok(
         "Search",
-        c.search(search_param(name, tags, queries, topk, "{}")).await,
+        c.search(search_param(name, tags, queries, topk, "{}"))
+            .await,
     );
-    assert_ok(&format!("Search {name} tags {tags:?} topk {topk}"), &reply.status);
+    assert_ok(
+        &format!("Search {name} tags {tags:?} topk {topk}"),
+        &reply.status,
+    );
     reply
 }
 
@@ -477,7 +479,11 @@ pub fn distance(metric: i32, a: &Vector, b: &Vector) -> f64 {
                 .zip(b)
                 .map(|(x, y)| f64::from(x - y) * f64::from(x - y))
                 .sum(),
-            IP => a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum(),
+            IP => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| f64::from(*x) * f64::from(*y))
+                .sum(),
             m => panic!("float metric {m} not in the oracle"),
         },
         (Vector::Binary(a), Vector::Binary(b)) => match metric {
@@ -536,7 +542,10 @@ pub fn check_against_oracle(
     let nq = queries.len();
     let want_hits = topk.min(rows.len());
     if want_hits == 0 {
-        assert_eq!(reply.row_num, 0, "{what}: no rows, expected an empty result");
+        assert_eq!(
+            reply.row_num, 0,
+            "{what}: no rows, expected an empty result"
+        );
         assert!(reply.ids.is_empty(), "{what}: no rows, expected no ids");
         return;
     }
@@ -549,7 +558,12 @@ pub fn check_against_oracle(
     assert_eq!(reply.ids.len() % nq, 0, "{what}: ragged result");
     let stride = reply.ids.len() / nq;
     if let Some(s) = expected_stride {
-        assert_eq!(stride, s, "{what}: stride (topk {topk}, {} rows)", rows.len());
+        assert_eq!(
+            stride,
+            s,
+            "{what}: stride (topk {topk}, {} rows)",
+            rows.len()
+        );
     }
     let by_id: std::collections::HashMap<i64, &Vector> =
         rows.rows.iter().map(|(id, v)| (*id, v)).collect();
@@ -574,9 +588,11 @@ pub fn check_against_oracle(
             real.len()
         );
         let mut seen = HashSet::new();
-        for (pos, ((id, got), (want_distance, want_id))) in real.iter().zip(&expected).enumerate()
-        {
-            assert!(seen.insert(*id), "{what}: query {q}: id {id} returned twice");
+        for (pos, ((id, got), (want_distance, want_id))) in real.iter().zip(&expected).enumerate() {
+            assert!(
+                seen.insert(*id),
+                "{what}: query {q}: id {id} returned twice"
+            );
             let Some(vector) = by_id.get(id) else {
                 panic!("{what}: query {q} pos {pos}: id {id} is not a live row (deleted or unknown); expected {want_id}");
             };

@@ -65,7 +65,7 @@ LOG_TAIL_LINES = 40
 # The proxy re-reads its topology every PROXY_REFRESH; tests that just created files wait a few
 # refresh periods before searching through the proxy. Set it to 0 to probe for stale routing.
 PROXY_REFRESH = "200ms"
-PROXY_SETTLE_S = float(os.environ.get("MISHARDS_E2E_SETTLE_S", "0.6"))
+PROXY_SETTLE_S = float(os.environ.get("MISHARDS_E2E_SETTLE_S", "0"))  # read-your-writes: no sleep needed
 
 # pymilvus status codes used by the tests (milvus/client/types.py: Status.*)
 SUCCESS = Status.SUCCESS  # 0
