@@ -407,6 +407,16 @@ impl MetaStore {
         rows.iter().map(file_from_row).collect()
     }
 
+    /// `(table_id, segment_id)` of every file row, whatever its type.
+    pub async fn all_segment_keys(&self) -> MetaResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT table_id, segment_id FROM TableFiles")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("table_id")?, r.try_get("segment_id")?)))
+            .collect()
+    }
+
     /// Files by `TableFiles.id`, whatever their type (as Milvus' FilesByID).
     pub async fn files_by_ids(&self, ids: &[i64]) -> MetaResult<Vec<FileRow>> {
         let mut out = Vec::with_capacity(ids.len());

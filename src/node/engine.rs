@@ -758,6 +758,43 @@ impl Engine {
         Ok(())
     }
 
+    /// Startup recovery of the writable node (the only writer of the shared
+    /// directory): removes staging and removal leftovers of a crash, and
+    /// segment directories that no metadata row names (written, then the
+    /// crash came before the row was committed). Returns how many it removed.
+    pub async fn recover_disk(&self) -> MilvusResult<usize> {
+        if self.opts.role != Role::Writable {
+            return Ok(0);
+        }
+        let known: HashSet<(String, String)> = self
+            .meta
+            .all_segment_keys()
+            .await
+            .map_err(meta_err)?
+            .into_iter()
+            .collect();
+        let data_dir = self.opts.data_dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+            let found = segment::list_segment_dirs(&data_dir)?;
+            let mut removed = 0;
+            for path in found.leftovers {
+                std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path))?;
+                removed += 1;
+            }
+            for (table_id, segment_id, path) in found.segments {
+                if !known.contains(&(table_id, segment_id)) {
+                    tracing::info!(path = %path.display(), "removing segment directory without a metadata row");
+                    segment::remove_segment_dir(&path)?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| MilvusError::unexpected(format!("recovery panicked: {e}")))?
+        .map_err(|e| io_err("cannot clean the data directory", e))
+    }
+
     /// Removes TO_DELETE files older than the cleanup delay from disk and metadata.
     pub async fn cleanup(&self) -> MilvusResult<usize> {
         if self.opts.role != Role::Writable {
@@ -1205,6 +1242,49 @@ impl IdGenerator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn recovery_removes_crash_leftovers_and_orphans_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = crate::meta::MetaUri::parse(
+            &format!("sqlite://{}", dir.path().join("meta.sqlite").display()),
+            None,
+        )
+        .unwrap();
+        let meta = MetaStore::connect(&uri, 2).await.unwrap();
+        let engine = Engine::new(
+            EngineOptions {
+                role: Role::Writable,
+                data_dir: dir.path().to_path_buf(),
+                cleanup_delay: Duration::from_secs(10),
+                cache_bytes: 1 << 20,
+            },
+            meta,
+        );
+        engine.create_collection("c", 2, 1024, 1).await.unwrap();
+        let record = |x: f32| crate::wire::RowRecord {
+            float_data: vec![x, x],
+            binary_data: Default::default(),
+        };
+        engine
+            .insert("c", &[record(1.0), record(2.0)], &[], "")
+            .await
+            .unwrap();
+        engine.flush(&["c".to_string()]).await.unwrap();
+        let tables = dir.path().join("db").join("tables").join("c");
+        std::fs::create_dir_all(tables.join(".123.tmp")).unwrap();
+        std::fs::create_dir_all(tables.join("999")).unwrap(); // no row names it
+        assert_eq!(engine.recover_disk().await.unwrap(), 2);
+        assert!(!tables.join(".123.tmp").exists());
+        assert!(!tables.join("999").exists());
+        // The flushed segment survives and is still searchable.
+        assert_eq!(engine.count("c").await.unwrap(), 2);
+        let hits = engine
+            .search("c", &[], &[record(1.0)], 1, &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(hits.distances, vec![0.0]);
+    }
 
     #[test]
     fn ids_strictly_increase() {

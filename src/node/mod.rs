@@ -97,6 +97,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         },
         meta,
     ));
+    match engine.recover_disk().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            removed = n,
+            "removed crash leftovers from the data directory"
+        ),
+        Err(e) => anyhow::bail!("cannot recover the data directory: {}", e.reason),
+    }
     let (listener, addr) = crate::grpc::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;

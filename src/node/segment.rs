@@ -411,6 +411,45 @@ fn check_segment_id(segment_id: &str) -> io::Result<()> {
     }
 }
 
+/// Segment directories under `<data_dir>/db/tables/`, as `(table_id,
+/// segment_id, path)`, plus the hidden staging (`.tmp`) and removal (`.del`)
+/// leftovers a crash can leave, as `leftovers`.
+pub struct SegmentDirs {
+    pub segments: Vec<(String, String, PathBuf)>,
+    pub leftovers: Vec<PathBuf>,
+}
+
+/// Lists what is on disk under `<data_dir>/db/tables/` (missing = empty).
+pub fn list_segment_dirs(data_dir: &Path) -> io::Result<SegmentDirs> {
+    let mut out = SegmentDirs {
+        segments: Vec::new(),
+        leftovers: Vec::new(),
+    };
+    let tables = data_dir.join("db").join("tables");
+    let table_entries = match fs::read_dir(&tables) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for table in table_entries {
+        let table = table?;
+        if !table.file_type()?.is_dir() {
+            continue;
+        }
+        let table_id = table.file_name().to_string_lossy().into_owned();
+        for entry in fs::read_dir(table.path())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && (name.ends_with(TEMP_SUFFIX) || name.ends_with(".del")) {
+                out.leftovers.push(entry.path());
+            } else if entry.file_type()?.is_dir() {
+                out.segments.push((table_id.clone(), name, entry.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Splits a segment directory into its parent and a sibling path named
 /// `.<name><suffix>`, used for staging and for removal.
 fn hidden_sibling(dir: &Path, suffix: &str) -> io::Result<(PathBuf, PathBuf)> {
