@@ -41,7 +41,49 @@ on_both_databases!(
     merges_during_search,
     error_paths,
     reader_down,
+    writer_only_proxy,
 );
+
+/// A proxy configured without read-only nodes sends searches to the writer,
+/// and its answers equal the oracle all the same.
+async fn writer_only_proxy(kind: MetaKind) {
+    let cluster = Cluster::start(&kind, WriterTiming::NO_MERGES).await;
+    let writer = cluster.writer.as_ref().expect("writer runs").addr;
+    let mut config = mishards::config::Config::default();
+    config.server.listen = "127.0.0.1:0".to_string();
+    config.metrics.listen = "127.0.0.1:0".to_string();
+    config.meta.uri = cluster.meta_uri.clone();
+    config.backends.writable = writer.to_string();
+    let lone = mishards::proxy::start(config).await.expect("proxy starts");
+    let mut client = client_of(lone.addr);
+    let mut source = VectorSource::new(77);
+    let name = "writer_only";
+    create_collection(&mut client, name, 8, L2).await;
+    let mut rows = Rows::default();
+    for _ in 0..3 {
+        let vectors = source.floats(50, 8);
+        let ids = insert(&mut client, name, "", &vectors).await;
+        flush(&mut client, name).await;
+        rows.add(&ids, &vectors);
+    }
+    let queries = source.floats(3, 8);
+    let reply = search(&mut client, name, &[], &queries, 10).await;
+    check_against_oracle(
+        &format!("{kind:?} writer-only proxy"),
+        &reply,
+        L2,
+        &rows,
+        &queries,
+        10,
+        Some(10),
+    );
+    let plan = cmd(&mut client, &format!("route {name}")).await;
+    assert!(plan.contains("\"search_target\":\"writable\""), "{plan}");
+    lone.stop(Duration::from_secs(5))
+        .await
+        .expect("proxy stops");
+    cluster.stop().await;
+}
 
 /// `Cmd("route <name>")` through the proxy: node address -> file ids, and the file count.
 async fn route(client: &mut Client, name: &str) -> (BTreeMap<String, Vec<i64>>, usize) {

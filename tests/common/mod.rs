@@ -140,6 +140,8 @@ pub struct Cluster {
     pub readers: Vec<Option<RunningNode>>,
     /// A client of the proxy.
     pub client: Client,
+    /// The metadata database every server of the cluster uses.
+    pub meta_uri: String,
     // Dropped last: the directory and the database outlive the servers.
     _data_dir: tempfile::TempDir,
     _database: Option<MysqlDatabase>,
@@ -204,6 +206,7 @@ impl Cluster {
         config.metrics.listen = "127.0.0.1:0".to_string();
         config.meta.uri = meta_uri.clone();
         config.backends.writable = writer.addr.to_string();
+        // Filled with the read-only nodes below; `proxy_config` leaves it empty.
         config.backends.readonly = readers
             .iter()
             .flatten()
@@ -220,6 +223,7 @@ impl Cluster {
             writer: Some(writer),
             readers,
             client,
+            meta_uri,
             _data_dir: data_dir,
             _database: database,
         }
