@@ -986,33 +986,7 @@ impl Engine {
         let dim = c.dim() as usize;
         let queries = queries.clone();
         tokio::task::spawn_blocking(move || {
-            let mut parts = Vec::with_capacity(segments.len());
-            for seg in &segments {
-                let q = match &queries {
-                    VectorData::Float(v) => QueriesRef::Float { dim, data: v },
-                    VectorData::Binary(v) => QueriesRef::Binary {
-                        dim_bits: dim,
-                        data: v,
-                    },
-                };
-                let vectors = match &seg.vectors {
-                    SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
-                    SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
-                        dim_bits: *dim_bits,
-                        data,
-                    },
-                };
-                let part = scan::search_segment(
-                    metric,
-                    vectors,
-                    &seg.ids,
-                    |row| seg.deleted.is_deleted(row),
-                    q,
-                    topk,
-                )
-                .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))?;
-                parts.push(part);
-            }
+            let parts = scan_segments(&segments, &queries, metric, dim, topk)?;
             merge::merge(parts, topk, metric.order())
         })
         .await
@@ -1166,6 +1140,71 @@ impl Engine {
     pub fn data_dir(&self) -> &Path {
         &self.opts.data_dir
     }
+}
+
+/// Scans every segment for the queries, spreading the segments over the
+/// machine's cores (scoped threads: the work is CPU-bound and short-lived, so
+/// a thread pool crate would add a dependency for no gain).
+fn scan_segments(
+    segments: &[Arc<Segment>],
+    queries: &VectorData,
+    metric: MetricType,
+    dim: usize,
+    topk: usize,
+) -> MilvusResult<Vec<TopKHits>> {
+    let scan_one = |seg: &Segment| -> MilvusResult<TopKHits> {
+        let q = match queries {
+            VectorData::Float(v) => QueriesRef::Float { dim, data: v },
+            VectorData::Binary(v) => QueriesRef::Binary {
+                dim_bits: dim,
+                data: v,
+            },
+        };
+        let vectors = match &seg.vectors {
+            SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
+            SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
+                dim_bits: *dim_bits,
+                data,
+            },
+        };
+        scan::search_segment(
+            metric,
+            vectors,
+            &seg.ids,
+            |row| seg.deleted.is_deleted(row),
+            q,
+            topk,
+        )
+        .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(segments.len());
+    if threads <= 1 {
+        return segments.iter().map(|s| scan_one(s)).collect();
+    }
+    let per_thread = segments.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = segments
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|s| scan_one(s))
+                        .collect::<MilvusResult<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(segments.len());
+        for w in workers {
+            let hits = w
+                .join()
+                .map_err(|_| MilvusError::unexpected("a search thread panicked"))??;
+            parts.extend(hits);
+        }
+        Ok(parts)
+    })
 }
 
 /// File types a search, a count and collection info read.
