@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::{Buf, BufMut, Bytes};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
@@ -25,6 +26,17 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     Ok((listener, local))
 }
 
+/// The generated server for `service`, with Milvus' limits and gzip accepted.
+pub fn milvus_server<S: MilvusService>(
+    service: S,
+    max_message_size: usize,
+) -> MilvusServiceServer<S> {
+    MilvusServiceServer::new(service)
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size)
+        .accept_compressed(CompressionEncoding::Gzip)
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then lets
 /// in-flight calls finish.
 pub async fn serve<S: MilvusService>(
@@ -33,10 +45,28 @@ pub async fn serve<S: MilvusService>(
     max_message_size: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = MilvusServiceServer::new(service)
-        .max_decoding_message_size(max_message_size)
-        .max_encoding_message_size(max_message_size)
-        .accept_compressed(CompressionEncoding::Gzip);
+    serve_routes(listener, milvus_server(service, max_message_size), shutdown).await
+}
+
+/// Serves any `milvus.grpc.MilvusService` implementation at the HTTP level
+/// (the generated server, or a router in front of it).
+pub async fn serve_routes<Svc>(
+    listener: TcpListener,
+    svc: Svc,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    Svc: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Svc::Future: Send + 'static,
+{
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
@@ -45,18 +75,74 @@ pub async fn serve<S: MilvusService>(
         .await
 }
 
+/// A lazily connecting channel to `addr` ("host:port").
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// A client on `channel` with Milvus' message limits.
+pub fn client_on(channel: Channel, max_message_size: usize) -> MilvusServiceClient<Channel> {
+    MilvusServiceClient::new(channel)
+        .max_decoding_message_size(max_message_size)
+        .max_encoding_message_size(max_message_size)
+}
+
 /// A lazily connecting client for `addr` ("host:port"), with the same limits.
 pub fn client(
     addr: &str,
     connect_timeout: Duration,
     max_message_size: usize,
 ) -> Result<MilvusServiceClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(MilvusServiceClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(max_message_size)
-        .max_encoding_message_size(max_message_size))
+    Ok(client_on(channel(addr, connect_timeout)?, max_message_size))
+}
+
+/// A gRPC codec that passes message bytes through untouched, so a proxy can
+/// forward a request without decoding and re-encoding it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
 }

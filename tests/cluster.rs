@@ -44,6 +44,61 @@ on_both_databases!(
     writer_only_proxy,
 );
 
+/// With the writable node unreachable, writes through the proxy answer a
+/// Milvus status (CONNECT_FAILED), never a gRPC error, and nothing hangs.
+#[tokio::test]
+async fn unreachable_writer_is_a_status_not_a_grpc_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A port that was free a moment ago: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut config = mishards::config::Config::default();
+    config.server.listen = "127.0.0.1:0".to_string();
+    config.metrics.listen = "127.0.0.1:0".to_string();
+    config.meta.uri = format!("sqlite://{}/meta.sqlite", dir.path().display());
+    config.backends.writable = closed.to_string();
+    config.backends.connect_timeout = Duration::from_millis(500);
+    let proxy = mishards::proxy::start(config).await.expect("proxy starts");
+    let mut client = client_of(proxy.addr);
+    let insert = InsertParam {
+        collection_name: "c".into(),
+        row_record_array: vec![RowRecord {
+            float_data: vec![1.0; 4],
+            binary_data: Default::default(),
+        }],
+        ..Default::default()
+    };
+    let reply = grpc_ok("insert", client.insert(insert).await);
+    assert_eq!(
+        code_of(&reply.status),
+        ErrorCode::ConnectFailed as i32,
+        "{reply:?}"
+    );
+    assert!(reply.vector_id_array.is_empty());
+    let reply = grpc_ok(
+        "create",
+        client
+            .create_collection(CollectionSchema {
+                collection_name: "c".into(),
+                dimension: 4,
+                index_file_size: 1024,
+                metric_type: 1,
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(
+        reply.error_code,
+        ErrorCode::ConnectFailed as i32,
+        "{reply:?}"
+    );
+    proxy
+        .stop(Duration::from_secs(5))
+        .await
+        .expect("proxy stops");
+}
+
 /// A proxy configured without read-only nodes sends searches to the writer,
 /// and its answers equal the oracle all the same.
 async fn writer_only_proxy(kind: MetaKind) {

@@ -55,21 +55,25 @@ impl BackendError {
 pub struct Backend {
     pub addr: String,
     client: Client,
+    /// The same connection, for calls that forward raw message bytes.
+    raw: tonic::client::Grpc<Channel>,
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
 impl Backend {
     fn new(addr: &str, config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = crate::grpc::client(
-            addr,
-            config.backends.connect_timeout,
-            config.server.max_message_size.0 as usize,
-        )?;
+        let max = config.server.max_message_size.0 as usize;
+        let channel = crate::grpc::channel(addr, config.backends.connect_timeout)?;
+        let client = crate::grpc::client_on(channel.clone(), max);
+        let raw = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
         metrics.set_backend_up(addr, true);
         Ok(Self {
             addr: addr.to_string(),
             client,
+            raw,
             healthy: AtomicBool::new(true),
             metrics,
         })
@@ -99,8 +103,52 @@ impl Backend {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let started = Instant::now();
         let fut = f(self.client.clone());
+        let reply = self
+            .observe(method, timeout, fut, |r: &T| {
+                r.status().map_or(0, |s| s.error_code)
+            })
+            .await?;
+        Ok(reply)
+    }
+
+    /// Sends an already encoded request to `path` and returns the encoded
+    /// reply, without decoding either: used to forward large writes without
+    /// copying their vectors through prost twice. `code_of` reads the Milvus
+    /// status code from the reply bytes for the metrics.
+    pub async fn call_raw(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        body: bytes::Bytes,
+        timeout: Option<Duration>,
+        code_of: impl Fn(&bytes::Bytes) -> i32,
+    ) -> Result<bytes::Bytes, BackendError> {
+        let mut grpc = self.raw.clone();
+        let fut = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
+            grpc.unary(
+                tonic::Request::new(body),
+                tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                crate::grpc::RawCodec,
+            )
+            .await
+        };
+        self.observe(method, timeout, fut, code_of).await
+    }
+
+    /// Runs one call with an optional deadline; records its outcome (Milvus
+    /// status code name, or `transport_error`), its latency and the node's health.
+    async fn observe<T>(
+        &self,
+        method: &'static str,
+        timeout: Option<Duration>,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        code_of: impl Fn(&T) -> i32,
+    ) -> Result<T, BackendError> {
+        let started = Instant::now();
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -115,9 +163,12 @@ impl Backend {
         match result {
             Ok(resp) => {
                 let reply = resp.into_inner();
-                let code = reply.status().map_or(0, |s| s.error_code);
-                self.metrics
-                    .observe_backend(&self.addr, method, outcome_name(code), seconds);
+                self.metrics.observe_backend(
+                    &self.addr,
+                    method,
+                    outcome_name(code_of(&reply)),
+                    seconds,
+                );
                 self.set_healthy(true);
                 Ok(reply)
             }

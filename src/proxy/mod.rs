@@ -2,6 +2,7 @@
 //! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
 //! -> gRPC service, plus the metrics endpoint and background refreshers.
 
+pub mod passthrough;
 pub mod route;
 pub mod service;
 
@@ -87,8 +88,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
+    let raw_insert = passthrough::RawInsert::new(
+        backends.writable.clone(),
+        metrics.clone(),
+        config.backends.request_deadline(),
+    );
+    let routes = passthrough::InsertPassthrough::new(
+        crate::grpc::milvus_server(service, max),
+        raw_insert,
+        max,
+    );
     let server = tokio::spawn(async move {
-        crate::grpc::serve(listener, service, max, async move {
+        crate::grpc::serve_routes(listener, routes, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         })
         .await

@@ -609,6 +609,9 @@ impl MilvusService for ProxyService {
         forward!(self, req, "DropPartition", drop_partition, invalidate)
     }
 
+    /// The served path for Insert is `passthrough::RawInsert`, which forwards
+    /// the bytes without decoding them; this decoded form serves direct users
+    /// of `ProxyService`.
     async fn insert(&self, req: Request<InsertParam>) -> RpcResult<VectorIds> {
         forward!(self, req, "Insert", insert)
     }

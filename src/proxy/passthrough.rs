@@ -1,0 +1,139 @@
+//! Zero-decode forwarding of Insert: the largest messages a client sends
+//! (a 100k x 128 insert is ~51 MB) go to the writable node as the bytes that
+//! arrived, instead of being decoded into vectors and encoded again. A small
+//! router sits in front of the generated server and takes only that path.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+
+use crate::backend::Backend;
+use crate::grpc::RawCodec;
+use crate::status::{code_name, Reply};
+use crate::telemetry::Metrics;
+use crate::wire::VectorIds;
+
+pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
+
+/// Forwards encoded `InsertParam` messages to the writable node.
+pub struct RawInsert {
+    writer: Arc<Backend>,
+    metrics: Arc<Metrics>,
+    timeout: Option<Duration>,
+}
+
+impl RawInsert {
+    pub fn new(writer: Arc<Backend>, metrics: Arc<Metrics>, timeout: Option<Duration>) -> Self {
+        Self {
+            writer,
+            metrics,
+            timeout,
+        }
+    }
+
+    /// Forwards one insert; the reply is the writer's `VectorIds`, or a
+    /// `VectorIds` carrying the error when the writer cannot be reached.
+    /// Never retried: an insert is not idempotent.
+    async fn forward(&self, body: Bytes) -> Bytes {
+        let started = Instant::now();
+        let result = self
+            .writer
+            .call_raw("Insert", INSERT_PATH, body, self.timeout, status_code)
+            .await;
+        let reply = match result {
+            Ok(bytes) => bytes,
+            Err(e) => Bytes::from(VectorIds::from_error(&e.to_milvus()).encode_to_vec()),
+        };
+        self.metrics.observe_request(
+            "Insert",
+            code_name(status_code(&reply)),
+            started.elapsed().as_secs_f64(),
+        );
+        reply
+    }
+}
+
+/// The Milvus status code in an encoded `VectorIds` (decoding only its ids
+/// is cheap next to the request). Undecodable replies count as errors.
+fn status_code(reply: &Bytes) -> i32 {
+    VectorIds::decode(reply.as_ref())
+        .map(|r| r.status.map_or(0, |s| s.error_code))
+        .unwrap_or(crate::wire::ErrorCode::UnexpectedError as i32)
+}
+
+struct InsertCall(Arc<RawInsert>);
+
+impl tonic::server::UnaryService<Bytes> for InsertCall {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let insert = self.0.clone();
+        Box::pin(async move {
+            Ok(tonic::Response::new(
+                insert.forward(request.into_inner()).await,
+            ))
+        })
+    }
+}
+
+/// Routes Insert to [`RawInsert`] and every other call to `inner` (the
+/// generated `MilvusServiceServer`).
+#[derive(Clone)]
+pub struct InsertPassthrough<S> {
+    inner: S,
+    insert: Arc<RawInsert>,
+    max_message_size: usize,
+}
+
+impl<S> InsertPassthrough<S> {
+    pub fn new(inner: S, insert: RawInsert, max_message_size: usize) -> Self {
+        Self {
+            inner,
+            insert: Arc::new(insert),
+            max_message_size,
+        }
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for InsertPassthrough<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != INSERT_PATH {
+            return Box::pin(self.inner.call(req));
+        }
+        let insert = self.insert.clone();
+        let max = self.max_message_size;
+        Box::pin(async move {
+            let mut accept = EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(accept, EnabledCompressionEncodings::default())
+                .apply_max_message_size_config(Some(max), Some(max));
+            Ok(grpc.unary(InsertCall(insert), req).await)
+        })
+    }
+}
+
+impl<S> tonic::server::NamedService for InsertPassthrough<S> {
+    const NAME: &'static str = "milvus.grpc.MilvusService";
+}
