@@ -60,6 +60,9 @@ struct Scale {
     batches: usize,
     warmup: usize,
     rounds: usize,
+    /// Rows of each insert in the insert comparison, and how many of each path.
+    insert_rows: usize,
+    insert_rounds: usize,
 }
 
 const FULL: Scale = Scale {
@@ -67,6 +70,8 @@ const FULL: Scale = Scale {
     batches: 8,
     warmup: 20,
     rounds: 300,
+    insert_rows: 100_000,
+    insert_rounds: 4,
 };
 
 const SMOKE: Scale = Scale {
@@ -74,6 +79,8 @@ const SMOKE: Scale = Scale {
     batches: 4,
     warmup: 2,
     rounds: 5,
+    insert_rows: 2_000,
+    insert_rounds: 1,
 };
 
 /// One search shape.
@@ -115,6 +122,7 @@ struct Summary {
     median: f64,
     p99: f64,
     mean: f64,
+    max: f64,
 }
 
 /// Nearest-rank percentile (`q` in 0..=1) of sorted samples; 0 when empty.
@@ -135,6 +143,7 @@ fn summarize(samples: &[Duration]) -> Summary {
         ms.iter().sum::<f64>() / ms.len() as f64
     };
     Summary {
+        max: ms.last().copied().unwrap_or(0.0),
         median: percentile(&ms, 0.5),
         p99: percentile(&ms, 0.99),
         mean,
@@ -336,6 +345,71 @@ async fn measure(cluster: &Cluster, scale: Scale) -> anyhow::Result<()> {
             one.median / direct.median
         );
     }
+    measure_inserts(&mut direct, &mut proxy, &mut rng, scale).await
+}
+
+/// Large inserts straight to the writer vs through the proxy (which forwards
+/// the message bytes without decoding them), interleaved.
+async fn measure_inserts(
+    direct: &mut Client,
+    proxy: &mut Client,
+    rng: &mut StdRng,
+    scale: Scale,
+) -> anyhow::Result<()> {
+    let name = "insert_overhead";
+    let schema = CollectionSchema {
+        collection_name: name.into(),
+        dimension: DIM as i64,
+        index_file_size: 1024,
+        metric_type: METRIC_L2,
+        ..Default::default()
+    };
+    check(
+        Some(&proxy.create_collection(schema).await?.into_inner()),
+        "create",
+    )?;
+    let rows = random_rows(rng, scale.insert_rows);
+    let request = InsertParam {
+        collection_name: name.into(),
+        row_record_array: rows,
+        ..Default::default()
+    };
+    let mut samples: [Vec<Duration>; 2] = Default::default();
+    for round in 0..scale.insert_rounds {
+        for k in 0..2 {
+            let slot = (round + k) % 2;
+            let client = if slot == 0 { &mut *direct } else { &mut *proxy };
+            let started = Instant::now();
+            let reply = client.insert(request.clone()).await?.into_inner();
+            samples[slot].push(started.elapsed());
+            check(reply.status.as_ref(), "insert")?;
+            anyhow::ensure!(
+                reply.vector_id_array.len() == scale.insert_rows,
+                "insert returned too few ids"
+            );
+        }
+    }
+    println!();
+    println!(
+        "insert {} x {DIM} floats ({:.1} MB), {} of each, interleaved:",
+        scale.insert_rows,
+        (scale.insert_rows * DIM * 4) as f64 / 1e6,
+        scale.insert_rounds
+    );
+    let summaries: Vec<Summary> = samples.iter().map(|s| summarize(s)).collect();
+    for (label, s) in ["direct (rw Insert)", "proxy (raw bytes)"]
+        .iter()
+        .zip(&summaries)
+    {
+        println!(
+            "  {label:<24} median {:>9.3} ms   max {:>9.3} ms",
+            s.median, s.max
+        );
+    }
+    println!(
+        "  proxy/direct median       {:.2}",
+        summaries[1].median / summaries[0].median
+    );
     Ok(())
 }
 

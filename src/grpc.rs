@@ -8,12 +8,17 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::wire::milvus_service_client::MilvusServiceClient;
 use crate::wire::milvus_service_server::{MilvusService, MilvusServiceServer};
+
+/// HTTP/2 flow-control windows. The 64 KiB protocol default makes a 50 MB
+/// insert wait on hundreds of window updates; Milvus messages are large.
+const STREAM_WINDOW: u32 = 8 << 20;
+const CONNECTION_WINDOW: u32 = 16 << 20;
 
 /// Default message size limit: Milvus itself has none, clients send up to
 /// 256 MB of vectors plus framing.
@@ -69,9 +74,17 @@ where
 {
     Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .add_service(svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // `tcp_nodelay` above applies only to listeners tonic binds itself;
+        // accepted streams need it set here, or Nagle's algorithm holds
+        // small replies for the peer's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }
 
@@ -80,6 +93,8 @@ pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
     Ok(endpoint.connect_lazy())
