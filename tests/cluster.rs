@@ -44,8 +44,9 @@ on_both_databases!(
     writer_only_proxy,
 );
 
-/// With the writable node unreachable, writes through the proxy answer a
-/// Milvus status (CONNECT_FAILED), never a gRPC error, and nothing hangs.
+/// With the writable node unreachable and no metadata yet, calls through the
+/// proxy answer Milvus statuses (CONNECT_FAILED, META_FAILED), never gRPC
+/// errors, and nothing hangs.
 #[tokio::test]
 async fn unreachable_writer_is_a_status_not_a_grpc_error() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,6 +59,7 @@ async fn unreachable_writer_is_a_status_not_a_grpc_error() {
     config.metrics.listen = "127.0.0.1:0".to_string();
     config.meta.uri = format!("sqlite://{}/meta.sqlite", dir.path().display());
     config.backends.writable = closed.to_string();
+    config.backends.readonly = vec![closed.to_string()];
     config.backends.connect_timeout = Duration::from_millis(500);
     let proxy = mishards::proxy::start(config).await.expect("proxy starts");
     let mut client = client_of(proxy.addr);
@@ -93,6 +95,31 @@ async fn unreachable_writer_is_a_status_not_a_grpc_error() {
         ErrorCode::ConnectFailed as i32,
         "{reply:?}"
     );
+    // The proxy only reads the metadata: it created no table, and a search
+    // says the metadata cannot be read instead of failing at the gRPC level.
+    let queries = VectorSource::new(3).floats(1, 4);
+    let reply = grpc_ok(
+        "search",
+        client
+            .search(search_param("c", &[], &queries, 1, "{}"))
+            .await,
+    );
+    assert_eq!(
+        code_of(&reply.status),
+        ErrorCode::MetaFailed as i32,
+        "{reply:?}"
+    );
+    let uri = format!("sqlite://{}/meta.sqlite", dir.path().display());
+    let pool = sqlx::SqlitePool::connect(&uri)
+        .await
+        .expect("open the meta file");
+    let tables: Vec<(String,)> =
+        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&pool)
+            .await
+            .expect("list tables");
+    assert!(tables.is_empty(), "the proxy created {tables:?}");
+    pool.close().await;
     proxy
         .stop(Duration::from_secs(5))
         .await

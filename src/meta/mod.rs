@@ -203,8 +203,22 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
-    /// Connects (creating a SQLite file if needed) and creates any missing table.
+    /// Connects (creating a SQLite file if needed) and creates any missing
+    /// table: what a Milvus node does at startup.
     pub async fn connect(uri: &MetaUri, max_connections: u32) -> MetaResult<Self> {
+        let store = Self::open(uri, max_connections).await?;
+        store.ensure_schema().await?;
+        Ok(store)
+    }
+
+    /// Connects without touching the schema: the proxy only reads the
+    /// metadata of a cluster whose nodes own it. Until the nodes have created
+    /// the tables, reads fail (and the proxy reports it).
+    pub async fn connect_read_only(uri: &MetaUri, max_connections: u32) -> MetaResult<Self> {
+        Self::open(uri, max_connections).await
+    }
+
+    async fn open(uri: &MetaUri, max_connections: u32) -> MetaResult<Self> {
         sqlx::any::install_default_drivers();
         let dialect = uri.dialect;
         let pool = AnyPoolOptions::new()
@@ -222,9 +236,7 @@ impl MetaStore {
             })
             .connect(&uri.sqlx_url)
             .await?;
-        let store = Self { pool, dialect };
-        store.ensure_schema().await?;
-        Ok(store)
+        Ok(Self { pool, dialect })
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -64,7 +64,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     }
     let metrics = Metrics::new();
     let uri = MetaUri::parse(&config.meta.uri, None).map_err(anyhow::Error::msg)?;
-    let meta = MetaStore::connect(&uri, config.meta.max_connections)
+    let meta = MetaStore::connect_read_only(&uri, config.meta.max_connections)
         .await
         .with_context(|| format!("cannot open metadata database {}", config.meta.uri))?;
     let topology = Arc::new(Topology::new(meta, metrics.clone()));
