@@ -327,3 +327,58 @@ def test_metrics_endpoint(cluster, proxy):
     response = requests.get(cluster.proxy.metrics_url, timeout=10)
     assert response.status_code == 200
     assert "# TYPE" in response.text or "# HELP" in response.text, response.text[:500]
+
+
+def test_cache_segment_and_compaction_calls_through_proxy(cluster, proxy):
+    """load/release/reload, search_in_segment, list ids, stats and compact, all via the proxy."""
+    rng = random.Random(211)
+    name = unique_name()
+    create_collection(proxy, name, DIM, MetricType.L2)
+    assert_ok(proxy.create_partition(name, "p1"))
+    dataset = load_in_batches(proxy, name, rng, batches=3, rows=60)
+    dataset.update(load_in_batches(proxy, name, rng, batches=1, rows=40, partition_tag="p1"))
+
+    assert_ok(proxy.load_collection(name), "load_collection reaches every node")
+    assert_ok(proxy.load_collection(name, partition_tags=["p1"]), "load one partition")
+    status, has = proxy.has_partition(name, "p1")
+    assert_ok(status)
+    assert has is True
+
+    # SearchInFiles through the proxy: the files are split over the ro nodes and merged.
+    file_ids = cluster.searchable_file_ids(name)
+    assert len(file_ids) == 4, file_ids
+    queries = float_vectors(rng, 2, DIM)
+    status, results = proxy.search_in_segment(name, file_ids, queries, 10, params={})
+    assert_ok(status, "search_in_segment through the proxy")
+    assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+    status, _ = proxy.search_in_segment(name, [10**12], queries, 10, params={})
+    assert_code(status, UNEXPECTED_ERROR, "search_in_segment with an unknown file id")
+    assert_ok(proxy.reload_segments(name, [str(i) for i in file_ids]))
+
+    # Segment names come from the stats; listing ids of one segment goes to the writer.
+    status, stats = proxy.get_collection_stats(name)
+    assert_ok(status)
+    assert stats["row_count"] == 220, stats
+    segments = [s["name"] for p in stats["partitions"] for s in (p["segments"] or [])]
+    assert len(segments) == 4, stats
+    listed = set()
+    for segment in segments:
+        status, ids = proxy.list_id_in_segment(name, segment)
+        assert_ok(status, f"list ids of {segment}")
+        listed.update(ids)
+    assert listed == set(dataset)
+
+    # Delete most of one segment, compact, and the survivors are still found.
+    status, first_segment_ids = proxy.list_id_in_segment(name, segments[0])
+    assert_ok(status)
+    doomed = first_segment_ids[: len(first_segment_ids) // 2]
+    assert_ok(proxy.delete_entity_by_id(name, doomed))
+    flush(proxy, name)
+    assert_ok(proxy.compact(name))
+    for entity_id in doomed:
+        dataset.pop(entity_id)
+    assert count(proxy, name) == len(dataset)
+    results = search(proxy, name, queries, 10)
+    assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+
+    assert_ok(proxy.release_collection(name), "release_collection reaches every node")
