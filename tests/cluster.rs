@@ -208,6 +208,32 @@ async fn fill_floats(
     known
 }
 
+/// Searches with nq 1 and 5 and topk 1, 10 and more than the rows, each
+/// checked against the oracle (stride `min(topk, rows)`).
+async fn check_nq_topk_grid(
+    kind: &MetaKind,
+    client: &mut Client,
+    name: &str,
+    metric: i32,
+    rows: &Rows,
+    queries: &[Vector],
+) {
+    for nq in [1, 5] {
+        for topk in [1usize, 10, 2500] {
+            let reply = search(client, name, &[], &queries[..nq], topk as i64).await;
+            check_against_oracle(
+                &format!("{kind:?} {name} nq {nq} topk {topk}"),
+                &reply,
+                metric,
+                rows,
+                &queries[..nq],
+                topk,
+                Some(topk.min(rows.len())),
+            );
+        }
+    }
+}
+
 async fn many_segment_files(kind: MetaKind) {
     let cluster = Cluster::start(&kind, WriterTiming::NO_MERGES).await;
     let mut client = cluster.client.clone();
@@ -216,20 +242,7 @@ async fn many_segment_files(kind: MetaKind) {
         create_collection(&mut client, name, 16, metric).await;
         let rows = fill_floats(&mut client, name, &mut source, 10, 200, 16).await;
         let queries = source.floats(5, 16);
-        for nq in [1, 5] {
-            for topk in [1usize, 10, 2500] {
-                let reply = search(&mut client, name, &[], &queries[..nq], topk as i64).await;
-                check_against_oracle(
-                    &format!("{kind:?} {name} nq {nq} topk {topk}"),
-                    &reply,
-                    metric,
-                    &rows,
-                    &queries[..nq],
-                    topk,
-                    Some(topk.min(rows.len())),
-                );
-            }
-        }
+        check_nq_topk_grid(&kind, &mut client, name, metric, &rows, &queries).await;
     }
 
     let name = "segments_hamming";
@@ -242,20 +255,7 @@ async fn many_segment_files(kind: MetaKind) {
         rows.add(&ids, &vectors);
     }
     let queries = source.bits(5, 64);
-    for nq in [1, 5] {
-        for topk in [1usize, 10, 2500] {
-            let reply = search(&mut client, name, &[], &queries[..nq], topk as i64).await;
-            check_against_oracle(
-                &format!("{kind:?} {name} nq {nq} topk {topk}"),
-                &reply,
-                HAMMING,
-                &rows,
-                &queries[..nq],
-                topk,
-                Some(topk.min(rows.len())),
-            );
-        }
-    }
+    check_nq_topk_grid(&kind, &mut client, name, HAMMING, &rows, &queries).await;
 
     let readers: HashSet<String> = cluster
         .reader_addrs()

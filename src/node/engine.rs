@@ -363,6 +363,15 @@ impl Engine {
             })
     }
 
+    /// Searchable files of the partitions `tags` select.
+    async fn selected_files(&self, c: &Collection, tags: &[String]) -> MilvusResult<Vec<FileRow>> {
+        let tables = self.search_tables(c, tags).await?;
+        self.meta
+            .files_of(&tables, &SEARCHABLE)
+            .await
+            .map_err(meta_err)
+    }
+
     /// Table ids selected by search partition tags (Milvus semantics).
     async fn search_tables(&self, c: &Collection, tags: &[String]) -> MilvusResult<Vec<String>> {
         let parts = self.meta.partitions(c.name()).await.map_err(meta_err)?;
@@ -874,12 +883,7 @@ impl Engine {
         let (c, queries) = self
             .search_target(name, tags, records, topk, params)
             .await?;
-        let tables = self.search_tables(&c, tags).await?;
-        let files = self
-            .meta
-            .files_of(&tables, &SEARCHABLE)
-            .await
-            .map_err(meta_err)?;
+        let files = self.selected_files(&c, tags).await?;
         self.search_files(&c, &files, &queries, topk as usize).await
     }
 
@@ -934,12 +938,7 @@ impl Engine {
         let c = self.collection(name).await?;
         validate::search_params(c.engine, params, topk)?;
         let found = self.vectors_by_id(&c, ids, None).await?;
-        let tables = self.search_tables(&c, tags).await?;
-        let files = self
-            .meta
-            .files_of(&tables, &SEARCHABLE)
-            .await
-            .map_err(meta_err)?;
+        let files = self.selected_files(&c, tags).await?;
         // Search the ids that exist; rows of missing ids are -1 padding.
         let present: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_some()).collect();
         let queries = collect_queries(&present, &found, c.metric);
@@ -1093,13 +1092,7 @@ impl Engine {
     /// Loads every searchable file of the collection (or the given partitions) into the cache.
     pub async fn preload(&self, name: &str, tags: &[String]) -> MilvusResult<()> {
         let c = self.collection(name).await?;
-        let tables = self.search_tables(&c, tags).await?;
-        let files = self
-            .meta
-            .files_of(&tables, &SEARCHABLE)
-            .await
-            .map_err(meta_err)?;
-        for f in files {
+        for f in self.selected_files(&c, tags).await? {
             self.load(&f).await?;
         }
         Ok(())
@@ -1107,13 +1100,7 @@ impl Engine {
 
     pub async fn release(&self, name: &str, tags: &[String]) -> MilvusResult<()> {
         let c = self.collection(name).await?;
-        let tables = self.search_tables(&c, tags).await?;
-        let files = self
-            .meta
-            .files_of(&tables, &SEARCHABLE)
-            .await
-            .map_err(meta_err)?;
-        for f in files {
+        for f in self.selected_files(&c, tags).await? {
             self.cache.evict(f.id);
         }
         Ok(())
