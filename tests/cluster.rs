@@ -42,7 +42,47 @@ on_both_databases!(
     error_paths,
     reader_down,
     writer_only_proxy,
+    external_writes,
 );
+
+/// Writes that do not pass through the proxy (straight to the writer, as
+/// through another proxy replica) are seen after the periodic refresh.
+async fn external_writes(kind: MetaKind) {
+    let cluster = Cluster::start(&kind, WriterTiming::NO_MERGES).await;
+    let mut proxy = cluster.client.clone();
+    let mut writer = client_of(cluster.writer.as_ref().expect("writer runs").addr);
+    let mut source = VectorSource::new(91);
+    let name = "external";
+    create_collection(&mut writer, name, 8, L2).await;
+    let queries = source.floats(2, 8);
+    let mut rows = Rows::default();
+    for round in 0..3 {
+        let vectors = source.floats(30, 8);
+        let ids = insert(&mut writer, name, "", &vectors).await;
+        flush(&mut writer, name).await;
+        rows.add(&ids, &vectors);
+        // Bounded wait: the proxy refreshes every 100 ms.
+        let started = Instant::now();
+        let reply = loop {
+            let reply = search(&mut proxy, name, &[], &queries, 1000).await;
+            let seen = reply.ids.len() / queries.len();
+            if seen == rows.len() || started.elapsed() > Duration::from_secs(5) {
+                break reply;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        check_against_oracle(
+            &format!("{kind:?} external writes, round {round}"),
+            &reply,
+            L2,
+            &rows,
+            &queries,
+            1000,
+            Some(rows.len()),
+        );
+    }
+    cluster.stop().await;
+}
 
 /// With the writable node unreachable and no metadata yet, calls through the
 /// proxy answer Milvus statuses (CONNECT_FAILED, META_FAILED), never gRPC

@@ -75,6 +75,10 @@ impl MetaUri {
     }
 }
 
+/// See [`MetaStore::fingerprint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fingerprint([i64; 7]);
+
 /// A row of `Tables`: a collection (`owner_table == ""`) or one of its partitions.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CollectionRow {
@@ -419,6 +423,35 @@ impl MetaStore {
         rows.iter().map(file_from_row).collect()
     }
 
+    /// A cheap digest of everything a topology snapshot holds: it changes
+    /// whenever a live table appears, disappears or changes schema or index
+    /// type, and whenever a searchable file appears, disappears or is updated
+    /// (every file update stamps a newer `updated_time`; ids only grow).
+    pub async fn fingerprint(&self) -> MetaResult<Fingerprint> {
+        // CAST(.. AS SIGNED): MySQL sums BIGINT as DECIMAL, which `Any` cannot
+        // decode; SQLite reads SIGNED as a numeric cast, so one query fits both.
+        let tables = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(id), 0) AS SIGNED) AS ids,              CAST(COALESCE(SUM(engine_type * 64 + metric_type), 0) AS SIGNED) AS kinds,              CAST(COALESCE(SUM(dimension), 0) AS SIGNED) AS dims              FROM Tables WHERE state = ?",
+        )
+        .bind(TABLE_STATE_NORMAL)
+        .fetch_one(&self.pool)
+        .await?;
+        let files = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(id), 0) AS SIGNED) AS ids,              COALESCE(MAX(updated_time), 0) AS latest FROM TableFiles WHERE {SEARCHABLE}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Fingerprint([
+            tables.try_get("n")?,
+            tables.try_get("ids")?,
+            tables.try_get("kinds")?,
+            tables.try_get("dims")?,
+            files.try_get("n")?,
+            files.try_get("ids")?,
+            files.try_get("latest")?,
+        ]))
+    }
+
     /// `(table_id, segment_id)` of every file row, whatever its type.
     pub async fn all_segment_keys(&self) -> MetaResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT table_id, segment_id FROM TableFiles")
@@ -625,6 +658,105 @@ mod tests {
         let micros = 1_623_844_800_000_000; // 2021-06-16T12:00:00Z
         assert_eq!(milvus_date(micros), 1_210_516);
         assert_eq!(milvus_date(0), 700_001);
+    }
+
+    /// The fingerprint moves with every change a snapshot cares about, and
+    /// only then. Run against SQLite, and MySQL when MISHARDS_TEST_MYSQL is set.
+    async fn fingerprint_tracks_changes(store: &MetaStore) {
+        let empty = store.fingerprint().await.unwrap();
+        assert_eq!(
+            empty,
+            store.fingerprint().await.unwrap(),
+            "stable without changes"
+        );
+        let mut row = CollectionRow {
+            id: 0,
+            table_id: "fp".into(),
+            state: 0,
+            dimension: 8,
+            created_on: now_micros(),
+            flag: 0,
+            index_file_size: 1 << 30,
+            engine_type: 1,
+            index_params: "{}".into(),
+            metric_type: 1,
+            owner_table: String::new(),
+            partition_tag: String::new(),
+            version: schema::SCHEMA_VERSION.into(),
+            flush_lsn: 0,
+        };
+        store.insert_table(&row).await.unwrap();
+        let created = store.fingerprint().await.unwrap();
+        assert_ne!(created, empty);
+        store.set_index("fp", 2, "{\"nlist\":4}").await.unwrap();
+        let indexed = store.fingerprint().await.unwrap();
+        assert_ne!(indexed, created, "index type change");
+        let file = FileRow {
+            id: 0,
+            table_id: "fp".into(),
+            segment_id: "s".into(),
+            engine_type: 1,
+            file_id: "s".into(),
+            file_type: FileType::Raw as i32,
+            file_size: 1,
+            row_count: 2,
+            updated_time: now_micros(),
+            created_on: now_micros(),
+            date: 0,
+            flush_lsn: 0,
+        };
+        let id = store.insert_file(&file).await.unwrap();
+        let with_file = store.fingerprint().await.unwrap();
+        assert_ne!(with_file, indexed, "new file");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        store.update_file_rows(id, 1).await.unwrap();
+        let deleted = store.fingerprint().await.unwrap();
+        assert_ne!(deleted, with_file, "rows deleted in a file");
+        store.drop_tables(&["fp".into()]).await.unwrap();
+        assert_ne!(store.fingerprint().await.unwrap(), deleted, "dropped");
+        row.table_id = "fp2".into();
+        store.insert_table(&row).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn fingerprint_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri =
+            MetaUri::parse(&format!("sqlite://{}/m.sqlite", dir.path().display()), None).unwrap();
+        let store = MetaStore::connect(&uri, 2).await.unwrap();
+        fingerprint_tracks_changes(&store).await;
+    }
+
+    #[tokio::test]
+    async fn fingerprint_on_mysql() {
+        let Ok(server) = std::env::var("MISHARDS_TEST_MYSQL") else {
+            eprintln!(
+                "SKIPPED fingerprint_on_mysql: set MISHARDS_TEST_MYSQL=mysql://root@127.0.0.1:3306"
+            );
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let db = format!("mishards_meta_{}", std::process::id());
+        let admin = sqlx::AnyPool::connect(&format!("{server}/mysql"))
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let uri = MetaUri::parse(&format!("{server}/{db}"), None).unwrap();
+        let store = MetaStore::connect(&uri, 2).await.unwrap();
+        let outcome = tokio::spawn({
+            let store = store.clone();
+            async move { fingerprint_tracks_changes(&store).await }
+        })
+        .await;
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        outcome.unwrap();
     }
 
     #[tokio::test]

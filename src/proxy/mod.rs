@@ -115,7 +115,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         metrics.clone(),
         move || {
             ready_backends.writable.is_healthy()
-                && ready_topology.current().age().is_some()
+                && ready_topology.current().is_loaded()
                 && (ready_backends.readonly.is_empty()
                     || ready_backends.readonly.iter().any(|b| b.is_healthy()))
         },

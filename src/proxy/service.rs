@@ -425,7 +425,7 @@ impl ProxyService {
         validate::collection_name(name)?;
         let view = self.view(name).await?;
         let files = route::select_files(&view, &[])?;
-        let snapshot_age_ms = self.topology.current().age().map(|a| a.as_millis() as u64);
+        let snapshot_age_ms = self.topology.age().map(|a| a.as_millis() as u64);
         let (target, plan) = if self.backends.readonly.is_empty() {
             ("writable", RoutePlan::default())
         } else {

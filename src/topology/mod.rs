@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use crate::meta::{CollectionRow, FileRow, MetaStore};
+use crate::meta::{CollectionRow, FileRow, Fingerprint, MetaStore};
 use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
 use crate::types::{EngineType, MetricType};
@@ -48,7 +48,10 @@ pub struct Snapshot {
     pub collections: HashMap<String, Arc<CollectionView>>,
     /// Which invalidation generation this snapshot already reflects.
     generation: u64,
-    taken_at: Option<Instant>,
+    /// The metadata digest taken just before the rows were read.
+    fingerprint: Option<Fingerprint>,
+    /// False only for the empty placeholder before the first load.
+    loaded: bool,
 }
 
 impl Snapshot {
@@ -91,7 +94,8 @@ impl Snapshot {
         Snapshot {
             collections: roots.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             generation: 0,
-            taken_at: Some(Instant::now()),
+            fingerprint: None,
+            loaded: true,
         }
     }
 
@@ -99,8 +103,9 @@ impl Snapshot {
         self.collections.get(name)
     }
 
-    pub fn age(&self) -> Option<Duration> {
-        self.taken_at.map(|t| t.elapsed())
+    /// False until the first successful load.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded
     }
 }
 
@@ -114,6 +119,8 @@ pub struct Topology {
     wanted: AtomicU64,
     /// Single-flight: one load at a time; waiters reuse its result.
     loading: Mutex<()>,
+    /// When the current snapshot was last known to match the database.
+    verified_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Topology {
@@ -124,7 +131,20 @@ impl Topology {
             current: RwLock::new(Arc::new(Snapshot::default())),
             wanted: AtomicU64::new(1),
             loading: Mutex::new(()),
+            verified_at: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Time since the snapshot was last known to match the database (None
+    /// before the first load).
+    pub fn age(&self) -> Option<Duration> {
+        let at = *self.verified_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.map(|t| t.elapsed())
+    }
+
+    fn mark_verified(&self, at: Instant) {
+        *self.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+        self.metrics.set_topology_age(0.0);
     }
 
     /// The latest snapshot, whatever its age.
@@ -156,9 +176,23 @@ impl Topology {
         self.load_locked().await
     }
 
-    /// Reloads now (the background refresher), unless a load is running.
+    /// The background refresh: re-reads the rows only when the metadata's
+    /// fingerprint moved (one small query per tick otherwise), or when an
+    /// invalidation is pending.
     pub async fn refresh(&self) -> MilvusResult<Arc<Snapshot>> {
         let _guard = self.loading.lock().await;
+        let current = self.current();
+        if current.loaded && current.generation >= self.wanted.load(Ordering::SeqCst) {
+            let checked_at = Instant::now();
+            match self.meta.fingerprint().await {
+                Ok(fp) if Some(fp) == current.fingerprint => {
+                    self.mark_verified(checked_at);
+                    return Ok(current);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "metadata fingerprint failed; reloading"),
+            }
+        }
         self.load_locked().await
     }
 
@@ -174,25 +208,29 @@ impl Topology {
         let generation = self.wanted.load(Ordering::SeqCst);
         let started = Instant::now();
         let loaded = async {
+            // Digest first: a change during the reads makes the next check
+            // differ and reload again, never the other way round.
+            let fingerprint = self.meta.fingerprint().await?;
             let tables = self.meta.all_tables().await?;
             let files = self.meta.all_searchable_files().await?;
-            Ok::<_, sqlx::Error>((tables, files))
+            Ok::<_, sqlx::Error>((fingerprint, tables, files))
         }
         .await;
         self.metrics
             .observe_topology_refresh(started.elapsed().as_secs_f64(), loaded.is_ok());
-        let (tables, files) = loaded.map_err(|e| {
+        let (fingerprint, tables, files) = loaded.map_err(|e| {
             tracing::warn!(error = %e, "topology refresh failed");
             MilvusError::meta(format!("cannot read the cluster metadata: {e}"))
         })?;
         let mut snap = Snapshot::build(tables, files);
         snap.generation = generation;
+        snap.fingerprint = Some(fingerprint);
         let snap = Arc::new(snap);
         match self.current.write() {
             Ok(mut cur) => *cur = snap.clone(),
             Err(p) => *p.into_inner() = snap.clone(),
         }
-        self.metrics.set_topology_age(0.0);
+        self.mark_verified(started);
         Ok(snap)
     }
 
@@ -205,7 +243,7 @@ impl Topology {
             loop {
                 tick.tick().await;
                 let _ = me.refresh().await;
-                if let Some(age) = me.current().age() {
+                if let Some(age) = me.age() {
                     me.metrics.set_topology_age(age.as_secs_f64());
                 }
             }
