@@ -43,7 +43,45 @@ on_both_databases!(
     reader_down,
     writer_only_proxy,
     external_writes,
+    concurrent_searches,
 );
+
+/// Many clients searching at once through the proxy (bounded: 8 clients x 25
+/// searches) all get the oracle's answer.
+async fn concurrent_searches(kind: MetaKind) {
+    let cluster = Cluster::start(&kind, WriterTiming::NO_MERGES).await;
+    let mut client = cluster.client.clone();
+    let mut source = VectorSource::new(123);
+    let name = "concurrent";
+    create_collection(&mut client, name, 16, IP).await;
+    let rows = std::sync::Arc::new(fill_floats(&mut client, name, &mut source, 6, 150, 16).await);
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let mut client = cluster.client.clone();
+        let rows = rows.clone();
+        let kind = format!("{kind:?}");
+        tasks.push(tokio::spawn(async move {
+            let mut source = VectorSource::new(1000 + worker);
+            for i in 0..25 {
+                let queries = source.floats(3, 16);
+                let reply = search(&mut client, name, &[], &queries, 20).await;
+                check_against_oracle(
+                    &format!("{kind} worker {worker} search {i}"),
+                    &reply,
+                    IP,
+                    &rows,
+                    &queries,
+                    20,
+                    Some(20),
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("search worker");
+    }
+    cluster.stop().await;
+}
 
 /// Writes that do not pass through the proxy (straight to the writer, as
 /// through another proxy replica) are seen after the periodic refresh.
