@@ -44,7 +44,91 @@ on_both_databases!(
     writer_only_proxy,
     external_writes,
     concurrent_searches,
+    writer_down,
 );
+
+/// With the writable node down, the proxy keeps serving reads: searches from
+/// the read-only nodes, metadata reads from its snapshot, `version` from a
+/// read-only node; writes fail with CONNECT_FAILED.
+async fn writer_down(kind: MetaKind) {
+    let mut cluster = Cluster::start(&kind, WriterTiming::NO_MERGES).await;
+    let mut client = cluster.client.clone();
+    let mut source = VectorSource::new(31);
+    let name = "degraded";
+    create_collection(&mut client, name, 8, L2).await;
+    create_partition(&mut client, name, "p1").await;
+    let rows = fill_floats(&mut client, name, &mut source, 3, 50, 8).await;
+    cluster
+        .writer
+        .take()
+        .expect("writer runs")
+        .stop()
+        .await
+        .expect("writer stops");
+
+    let queries = source.floats(2, 8);
+    let reply = search(&mut client, name, &[], &queries, 10).await;
+    check_against_oracle(
+        &format!("{kind:?} writer down"),
+        &reply,
+        L2,
+        &rows,
+        &queries,
+        10,
+        Some(10),
+    );
+
+    let req = || CollectionName {
+        collection_name: name.into(),
+    };
+    let has = grpc_ok("has", client.has_collection(req()).await);
+    assert_ok("has", &has.status);
+    assert!(has.bool_reply);
+    let schema = grpc_ok("describe", client.describe_collection(req()).await);
+    assert_ok("describe", &schema.status);
+    assert_eq!((schema.dimension, schema.metric_type), (8, L2));
+    let count = grpc_ok("count", client.count_collection(req()).await);
+    assert_ok("count", &count.status);
+    assert_eq!(count.collection_row_count, 150);
+    let shown = grpc_ok("show", client.show_collections(Command::default()).await);
+    assert_eq!(shown.collection_names, vec![name.to_string()]);
+    let parts = grpc_ok("partitions", client.show_partitions(req()).await);
+    assert_eq!(parts.partition_tag_array, vec!["_default", "p1"]);
+    let index = grpc_ok("describe index", client.describe_index(req()).await);
+    assert_ok("describe index", &index.status);
+    assert_eq!(index.index_type, 1);
+    let missing = grpc_ok(
+        "describe missing",
+        client
+            .describe_collection(CollectionName {
+                collection_name: "nope".into(),
+            })
+            .await,
+    );
+    assert_eq!(
+        code_of(&missing.status),
+        ErrorCode::CollectionNotExists as i32
+    );
+    let version = cmd(&mut client, "version").await;
+    assert!(version.starts_with("1.1."), "{version}");
+
+    let insert = grpc_ok(
+        "insert",
+        client
+            .insert(InsertParam {
+                collection_name: name.into(),
+                row_record_array: source.floats(1, 8).iter().map(Vector::record).collect(),
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_eq!(
+        code_of(&insert.status),
+        ErrorCode::ConnectFailed as i32,
+        "{insert:?}"
+    );
+    cluster.stop().await;
+}
 
 /// Many clients searching at once through the proxy (bounded: 8 clients x 25
 /// searches) all get the oracle's answer.

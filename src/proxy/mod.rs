@@ -2,6 +2,7 @@
 //! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
 //! -> gRPC service, plus the metrics endpoint and background refreshers.
 
+pub mod degraded;
 pub mod passthrough;
 pub mod route;
 pub mod service;

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tonic::{Request, Response};
 
+use super::degraded;
 use super::route::{self, RoutePlan};
 use crate::backend::{Backend, Backends};
 use crate::merge::{self, TopKHits};
 use crate::status::{code_name, respond, MilvusError, MilvusResult, Reply};
 use crate::telemetry::Metrics;
-use crate::topology::{CollectionView, Topology};
+use crate::topology::{CollectionView, Snapshot, Topology};
 use crate::types::MetricType;
 use crate::validate;
 use crate::wire::milvus_service_server::MilvusService;
@@ -80,6 +81,32 @@ impl ProxyService {
             .call(method, self.request_timeout, f)
             .await
             .map_err(|e| e.to_milvus())
+    }
+
+    /// A metadata read: from the writer, or, when the writer cannot be
+    /// reached, answered from the topology snapshot (degraded read-only mode).
+    async fn read_meta<T, F, Fut>(
+        &self,
+        method: &'static str,
+        f: F,
+        from_snapshot: impl FnOnce(&Snapshot) -> MilvusResult<T>,
+    ) -> MilvusResult<T>
+    where
+        T: Reply,
+        F: FnOnce(crate::backend::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, tonic::Status>>,
+    {
+        match self.to_writer(method, f).await {
+            Err(e) if e.code == ErrorCode::ConnectFailed => {
+                let snap = self.topology.current();
+                if !snap.is_loaded() {
+                    return Err(e);
+                }
+                tracing::warn!(method, reason = %e.reason, "writable node unreachable; answering from the metadata snapshot");
+                from_snapshot(&snap)
+            }
+            other => other,
+        }
     }
 
     /// The collection from a snapshot that reflects this proxy's own writes;
@@ -542,6 +569,24 @@ macro_rules! forward {
     }};
 }
 
+/// A metadata read: forwarded to the writer, answered from the snapshot
+/// when the writer is unreachable (`ProxyService::read_meta`).
+macro_rules! read_meta {
+    ($self:ident, $req:ident, $method:literal, $call:ident, $from_snapshot:expr) => {{
+        let started = Instant::now();
+        let request = $req.into_inner();
+        let forwarded = request.clone();
+        let result = $self
+            .read_meta(
+                $method,
+                |mut c| async move { c.$call(forwarded).await },
+                |snap: &Snapshot| ($from_snapshot)(snap, &request),
+            )
+            .await;
+        $self.finish($method, started, result)
+    }};
+}
+
 #[tonic::async_trait]
 impl MilvusService for ProxyService {
     async fn create_collection(&self, req: Request<CollectionSchema>) -> RpcResult<Status> {
@@ -549,25 +594,49 @@ impl MilvusService for ProxyService {
     }
 
     async fn has_collection(&self, req: Request<CollectionName>) -> RpcResult<BoolReply> {
-        forward!(self, req, "HasCollection", has_collection)
+        read_meta!(
+            self,
+            req,
+            "HasCollection",
+            has_collection,
+            |s, r: &CollectionName| { degraded::has_collection(s, &r.collection_name) }
+        )
     }
 
     async fn describe_collection(
         &self,
         req: Request<CollectionName>,
     ) -> RpcResult<CollectionSchema> {
-        forward!(self, req, "DescribeCollection", describe_collection)
+        read_meta!(
+            self,
+            req,
+            "DescribeCollection",
+            describe_collection,
+            |s, r: &CollectionName| { degraded::describe_collection(s, &r.collection_name) }
+        )
     }
 
     async fn count_collection(
         &self,
         req: Request<CollectionName>,
     ) -> RpcResult<CollectionRowCount> {
-        forward!(self, req, "CountCollection", count_collection)
+        read_meta!(
+            self,
+            req,
+            "CountCollection",
+            count_collection,
+            |s, r: &CollectionName| { degraded::count_collection(s, &r.collection_name) }
+        )
     }
 
     async fn show_collections(&self, req: Request<Command>) -> RpcResult<CollectionNameList> {
-        forward!(self, req, "ShowCollections", show_collections)
+        read_meta!(
+            self,
+            req,
+            "ShowCollections",
+            show_collections,
+            |s, _r: &Command| { Ok(degraded::show_collections(s)) }
+        )
     }
 
     async fn show_collection_info(
@@ -586,7 +655,13 @@ impl MilvusService for ProxyService {
     }
 
     async fn describe_index(&self, req: Request<CollectionName>) -> RpcResult<IndexParam> {
-        forward!(self, req, "DescribeIndex", describe_index)
+        read_meta!(
+            self,
+            req,
+            "DescribeIndex",
+            describe_index,
+            |s, r: &CollectionName| { degraded::describe_index(s, &r.collection_name) }
+        )
     }
 
     async fn drop_index(&self, req: Request<CollectionName>) -> RpcResult<Status> {
@@ -598,11 +673,23 @@ impl MilvusService for ProxyService {
     }
 
     async fn has_partition(&self, req: Request<PartitionParam>) -> RpcResult<BoolReply> {
-        forward!(self, req, "HasPartition", has_partition)
+        read_meta!(
+            self,
+            req,
+            "HasPartition",
+            has_partition,
+            |s, r: &PartitionParam| { degraded::has_partition(s, &r.collection_name, &r.tag) }
+        )
     }
 
     async fn show_partitions(&self, req: Request<CollectionName>) -> RpcResult<PartitionList> {
-        forward!(self, req, "ShowPartitions", show_partitions)
+        read_meta!(
+            self,
+            req,
+            "ShowPartitions",
+            show_partitions,
+            |s, r: &CollectionName| { degraded::show_partitions(s, &r.collection_name) }
+        )
     }
 
     async fn drop_partition(&self, req: Request<PartitionParam>) -> RpcResult<Status> {

@@ -1,0 +1,188 @@
+//! Answers to metadata reads from the topology snapshot, used only when the
+//! writable node cannot be reached: searches already work without it, and
+//! with these the usual client flow (has/describe/count/show, then search)
+//! keeps working while the writer is down. Each answer is what Milvus itself
+//! computes from the same metadata rows.
+
+use crate::status::{MilvusError, MilvusResult};
+use crate::topology::{CollectionView, Snapshot};
+use crate::types::DEFAULT_PARTITION_TAG;
+use crate::validate;
+use crate::wire::{
+    BoolReply, CollectionNameList, CollectionRowCount, CollectionSchema, IndexParam, KeyValuePair,
+    PartitionList,
+};
+
+fn view<'a>(snap: &'a Snapshot, name: &str) -> MilvusResult<&'a CollectionView> {
+    validate::collection_name(name)?;
+    snap.collection(name)
+        .map(|v| v.as_ref())
+        .ok_or_else(|| MilvusError::collection_not_exists(name))
+}
+
+pub fn has_collection(snap: &Snapshot, name: &str) -> MilvusResult<BoolReply> {
+    validate::collection_name(name)?;
+    Ok(BoolReply {
+        status: None,
+        bool_reply: snap.collection(name).is_some(),
+    })
+}
+
+pub fn describe_collection(snap: &Snapshot, name: &str) -> MilvusResult<CollectionSchema> {
+    let v = view(snap, name)?;
+    Ok(CollectionSchema {
+        status: None,
+        collection_name: v.root.table_id.clone(),
+        dimension: v.root.dimension,
+        index_file_size: v.root.index_file_size >> 20, // bytes in the metadata, MB on the wire
+        metric_type: v.root.metric_type,
+        extra_params: Vec::new(),
+    })
+}
+
+/// Milvus counts `row_count` over the searchable files of the root and every partition.
+pub fn count_collection(snap: &Snapshot, name: &str) -> MilvusResult<CollectionRowCount> {
+    let v = view(snap, name)?;
+    Ok(CollectionRowCount {
+        status: None,
+        collection_row_count: v.files.iter().map(|f| f.row_count).sum(),
+    })
+}
+
+/// Root collections, oldest first (the order of their `Tables` rows).
+pub fn show_collections(snap: &Snapshot) -> CollectionNameList {
+    let mut roots: Vec<&CollectionView> = snap.collections.values().map(|v| v.as_ref()).collect();
+    roots.sort_by_key(|v| v.root.id);
+    CollectionNameList {
+        status: None,
+        collection_names: roots.iter().map(|v| v.root.table_id.clone()).collect(),
+    }
+}
+
+/// `_default` first, then the partition tags, as Milvus lists them.
+pub fn show_partitions(snap: &Snapshot, name: &str) -> MilvusResult<PartitionList> {
+    let v = view(snap, name)?;
+    let mut tags = vec![DEFAULT_PARTITION_TAG.to_string()];
+    tags.extend(v.partitions.iter().map(|p| p.partition_tag.clone()));
+    Ok(PartitionList {
+        status: None,
+        partition_tag_array: tags,
+    })
+}
+
+pub fn has_partition(snap: &Snapshot, name: &str, tag: &str) -> MilvusResult<BoolReply> {
+    let v = view(snap, name)?;
+    let tag = validate::partition_tag(tag)?;
+    Ok(BoolReply {
+        status: None,
+        bool_reply: tag == DEFAULT_PARTITION_TAG
+            || v.partitions.iter().any(|p| p.partition_tag == tag),
+    })
+}
+
+pub fn describe_index(snap: &Snapshot, name: &str) -> MilvusResult<IndexParam> {
+    let v = view(snap, name)?;
+    Ok(IndexParam {
+        status: None,
+        collection_name: name.to_string(),
+        index_type: v.engine.reported() as i32,
+        extra_params: vec![KeyValuePair {
+            key: "params".into(),
+            value: v.root.index_params.clone(),
+        }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{CollectionRow, FileRow};
+    use crate::wire::ErrorCode;
+
+    fn row(id: i64, table_id: &str, owner: &str, tag: &str) -> CollectionRow {
+        CollectionRow {
+            id,
+            table_id: table_id.into(),
+            state: 0,
+            dimension: 16,
+            created_on: 0,
+            flag: 0,
+            index_file_size: 256 << 20,
+            engine_type: 9, // BIN_IDMAP, reported as FLAT
+            index_params: "{}".into(),
+            metric_type: 3,
+            owner_table: owner.into(),
+            partition_tag: tag.into(),
+            version: String::new(),
+            flush_lsn: 0,
+        }
+    }
+
+    fn file(id: i64, table: &str, rows: i64) -> FileRow {
+        FileRow {
+            id,
+            table_id: table.into(),
+            segment_id: String::new(),
+            engine_type: 9,
+            file_id: String::new(),
+            file_type: 1,
+            file_size: 0,
+            row_count: rows,
+            updated_time: 0,
+            created_on: 0,
+            date: 0,
+            flush_lsn: 0,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot::build(
+            vec![
+                row(2, "b", "", ""),
+                row(1, "a", "", ""),
+                row(3, "77", "a", "p1"),
+            ],
+            vec![file(1, "a", 10), file(2, "77", 5), file(3, "b", 1)],
+        )
+    }
+
+    #[test]
+    fn answers_like_milvus_from_the_rows() {
+        let s = snapshot();
+        assert!(has_collection(&s, "a").unwrap().bool_reply);
+        // A partition's internal numeric name is not a collection name.
+        assert_eq!(
+            has_collection(&s, "77").unwrap_err().code,
+            ErrorCode::IllegalCollectionName
+        );
+        assert!(!has_collection(&s, "zzz").unwrap().bool_reply);
+        let d = describe_collection(&s, "a").unwrap();
+        assert_eq!(
+            (d.dimension, d.index_file_size, d.metric_type),
+            (16, 256, 3)
+        );
+        assert_eq!(count_collection(&s, "a").unwrap().collection_row_count, 15);
+        assert_eq!(show_collections(&s).collection_names, vec!["a", "b"]);
+        assert_eq!(
+            show_partitions(&s, "a").unwrap().partition_tag_array,
+            vec!["_default", "p1"]
+        );
+        assert!(has_partition(&s, "a", " p1 ").unwrap().bool_reply);
+        assert!(has_partition(&s, "a", "_default").unwrap().bool_reply);
+        assert!(!has_partition(&s, "a", "p2").unwrap().bool_reply);
+        assert_eq!(describe_index(&s, "a").unwrap().index_type, 1);
+    }
+
+    #[test]
+    fn errors_like_milvus() {
+        let s = snapshot();
+        assert_eq!(
+            describe_collection(&s, "missing").unwrap_err().code,
+            ErrorCode::CollectionNotExists
+        );
+        assert_eq!(
+            count_collection(&s, "1bad").unwrap_err().code,
+            ErrorCode::IllegalCollectionName
+        );
+    }
+}
