@@ -631,6 +631,50 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// Row builders for unit tests of modules that read metadata rows.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{CollectionRow, FileRow};
+
+    /// A live L2 collection row (dimension 4, FLAT); `owner`/`tag` make it a partition.
+    pub fn table(id: i64, table_id: &str, owner: &str, tag: &str) -> CollectionRow {
+        CollectionRow {
+            id,
+            table_id: table_id.into(),
+            state: 0,
+            dimension: 4,
+            created_on: 0,
+            flag: 0,
+            index_file_size: 1 << 30,
+            engine_type: 1,
+            index_params: "{}".into(),
+            metric_type: 1,
+            owner_table: owner.into(),
+            partition_tag: tag.into(),
+            version: String::new(),
+            flush_lsn: 0,
+        }
+    }
+
+    /// A RAW file of `table` holding `rows` entities.
+    pub fn file(id: i64, table: &str, rows: i64) -> FileRow {
+        FileRow {
+            id,
+            table_id: table.into(),
+            segment_id: id.to_string(),
+            engine_type: 1,
+            file_id: id.to_string(),
+            file_type: 1,
+            file_size: 10,
+            row_count: rows,
+            updated_time: 0,
+            created_on: 0,
+            date: 0,
+            flush_lsn: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

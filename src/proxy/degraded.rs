@@ -96,44 +96,20 @@ pub fn describe_index(snap: &Snapshot, name: &str) -> MilvusResult<IndexParam> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{CollectionRow, FileRow};
-    use crate::wire::ErrorCode;
+    use crate::meta::fixtures::{file, table};
+    use crate::meta::CollectionRow;
 
+    /// A binary (HAMMING, dim 16, BIN_IDMAP) collection row, 256 MB files.
     fn row(id: i64, table_id: &str, owner: &str, tag: &str) -> CollectionRow {
         CollectionRow {
-            id,
-            table_id: table_id.into(),
-            state: 0,
             dimension: 16,
-            created_on: 0,
-            flag: 0,
             index_file_size: 256 << 20,
             engine_type: 9, // BIN_IDMAP, reported as FLAT
-            index_params: "{}".into(),
             metric_type: 3,
-            owner_table: owner.into(),
-            partition_tag: tag.into(),
-            version: String::new(),
-            flush_lsn: 0,
+            ..table(id, table_id, owner, tag)
         }
     }
-
-    fn file(id: i64, table: &str, rows: i64) -> FileRow {
-        FileRow {
-            id,
-            table_id: table.into(),
-            segment_id: String::new(),
-            engine_type: 9,
-            file_id: String::new(),
-            file_type: 1,
-            file_size: 0,
-            row_count: rows,
-            updated_time: 0,
-            created_on: 0,
-            date: 0,
-            flush_lsn: 0,
-        }
-    }
+    use crate::wire::ErrorCode;
 
     fn snapshot() -> Snapshot {
         Snapshot::build(

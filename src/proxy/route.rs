@@ -71,51 +71,18 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{CollectionRow, FileRow};
+    use crate::meta::fixtures::{file, table};
     use crate::types::{EngineType, MetricType};
-
-    fn row(table_id: &str, owner: &str, tag: &str) -> CollectionRow {
-        CollectionRow {
-            id: 0,
-            table_id: table_id.into(),
-            state: 0,
-            dimension: 4,
-            created_on: 0,
-            flag: 0,
-            index_file_size: 1 << 30,
-            engine_type: 1,
-            index_params: "{}".into(),
-            metric_type: 1,
-            owner_table: owner.into(),
-            partition_tag: tag.into(),
-            version: String::new(),
-            flush_lsn: 0,
-        }
-    }
-
-    fn file(id: i64, table: &str, rows: i64) -> FileRow {
-        FileRow {
-            id,
-            table_id: table.into(),
-            segment_id: String::new(),
-            engine_type: 1,
-            file_id: String::new(),
-            file_type: 1,
-            file_size: 0,
-            row_count: rows,
-            updated_time: 0,
-            created_on: 0,
-            date: 0,
-            flush_lsn: 0,
-        }
-    }
 
     fn view() -> CollectionView {
         CollectionView {
-            root: row("c", "", ""),
+            root: table(0, "c", "", ""),
             metric: MetricType::L2,
             engine: EngineType::Flat,
-            partitions: vec![row("101", "c", "2020-01"), row("102", "c", "2021-01")],
+            partitions: vec![
+                table(0, "101", "c", "2020-01"),
+                table(0, "102", "c", "2021-01"),
+            ],
             files: vec![
                 file(1, "c", 10),
                 file(2, "101", 20),

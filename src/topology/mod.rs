@@ -258,40 +258,12 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::fixtures::{file, table as row};
 
     fn table(name: &str, owner: &str, tag: &str, metric: i32) -> CollectionRow {
         CollectionRow {
-            id: 0,
-            table_id: name.into(),
-            state: 0,
-            dimension: 4,
-            created_on: 0,
-            flag: 0,
-            index_file_size: 1 << 30,
-            engine_type: 1,
-            index_params: "{}".into(),
             metric_type: metric,
-            owner_table: owner.into(),
-            partition_tag: tag.into(),
-            version: String::new(),
-            flush_lsn: 0,
-        }
-    }
-
-    fn file(id: i64, table: &str) -> FileRow {
-        FileRow {
-            id,
-            table_id: table.into(),
-            segment_id: id.to_string(),
-            engine_type: 1,
-            file_id: id.to_string(),
-            file_type: 1,
-            file_size: 10,
-            row_count: 5,
-            updated_time: 0,
-            created_on: 0,
-            date: 0,
-            flush_lsn: 0,
+            ..row(0, name, owner, tag)
         }
     }
 
@@ -305,7 +277,12 @@ mod tests {
                 table("bad", "", "", 99),
                 table("orphan", "gone", "x", 1),
             ],
-            vec![file(1, "a"), file(2, "123"), file(3, "b"), file(4, "gone")],
+            vec![
+                file(1, "a", 5),
+                file(2, "123", 5),
+                file(3, "b", 5),
+                file(4, "gone", 5),
+            ],
         );
         let a = snap.collection("a").unwrap();
         assert_eq!(a.partitions.len(), 1);
