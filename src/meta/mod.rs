@@ -713,42 +713,14 @@ mod tests {
             store.fingerprint().await.unwrap(),
             "stable without changes"
         );
-        let mut row = CollectionRow {
-            id: 0,
-            table_id: "fp".into(),
-            state: 0,
-            dimension: 8,
-            created_on: now_micros(),
-            flag: 0,
-            index_file_size: 1 << 30,
-            engine_type: 1,
-            index_params: "{}".into(),
-            metric_type: 1,
-            owner_table: String::new(),
-            partition_tag: String::new(),
-            version: schema::SCHEMA_VERSION.into(),
-            flush_lsn: 0,
-        };
+        let mut row = fixtures::table(0, "fp", "", "");
         store.insert_table(&row).await.unwrap();
         let created = store.fingerprint().await.unwrap();
         assert_ne!(created, empty);
         store.set_index("fp", 2, "{\"nlist\":4}").await.unwrap();
         let indexed = store.fingerprint().await.unwrap();
         assert_ne!(indexed, created, "index type change");
-        let file = FileRow {
-            id: 0,
-            table_id: "fp".into(),
-            segment_id: "s".into(),
-            engine_type: 1,
-            file_id: "s".into(),
-            file_type: FileType::Raw as i32,
-            file_size: 1,
-            row_count: 2,
-            updated_time: now_micros(),
-            created_on: now_micros(),
-            date: 0,
-            flush_lsn: 0,
-        };
+        let file = fixtures::file(0, "fp", 2);
         let id = store.insert_file(&file).await.unwrap();
         let with_file = store.fingerprint().await.unwrap();
         assert_ne!(with_file, indexed, "new file");
@@ -809,43 +781,15 @@ mod tests {
         let path = dir.path().join("meta.sqlite");
         let uri = MetaUri::parse(&format!("sqlite://{}", path.display()), None).unwrap();
         let store = MetaStore::connect(&uri, 2).await.unwrap();
-        let row = CollectionRow {
-            id: 0,
-            table_id: "c1".into(),
-            state: 0,
-            dimension: 8,
-            created_on: now_micros(),
-            flag: 0,
-            index_file_size: 1024 << 20,
-            engine_type: 1,
-            index_params: "{}".into(),
-            metric_type: 1,
-            owner_table: String::new(),
-            partition_tag: String::new(),
-            version: schema::SCHEMA_VERSION.into(),
-            flush_lsn: 0,
-        };
+        let row = fixtures::table(0, "c1", "", "");
         store.insert_table(&row).await.unwrap();
         assert!(
             store.insert_table(&row).await.is_err(),
             "duplicate table_id"
         );
         let got = store.table("c1").await.unwrap().unwrap();
-        assert_eq!(got.dimension, 8);
-        let file = FileRow {
-            id: 0,
-            table_id: "c1".into(),
-            segment_id: "s1".into(),
-            engine_type: 1,
-            file_id: "s1".into(),
-            file_type: FileType::Raw as i32,
-            file_size: 10,
-            row_count: 3,
-            updated_time: now_micros(),
-            created_on: now_micros(),
-            date: 1,
-            flush_lsn: 0,
-        };
+        assert_eq!(got.dimension, 4);
+        let file = fixtures::file(0, "c1", 2);
         let id = store.insert_file(&file).await.unwrap();
         assert!(id > 0);
         let files = store
