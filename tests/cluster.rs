@@ -112,6 +112,57 @@ async fn writer_down(kind: MetaKind) {
     let version = cmd(&mut client, "version").await;
     assert!(version.starts_with("1.1."), "{version}");
 
+    // Data reads move to a read-only node: stats, ids of a segment, vectors, search by id.
+    let info = grpc_ok("stats", client.show_collection_info(req()).await);
+    assert_ok("stats", &info.status);
+    let stats: serde_json::Value = serde_json::from_str(&info.json_info).expect("stats JSON");
+    assert_eq!(stats["row_count"], 150, "{stats}");
+    let segment = stats["partitions"][0]["segments"][0]["name"]
+        .as_str()
+        .expect("a segment name")
+        .to_string();
+    let ids = grpc_ok(
+        "segment ids",
+        client
+            .get_vector_i_ds(GetVectorIDsParam {
+                collection_name: name.into(),
+                segment_name: segment,
+            })
+            .await,
+    );
+    assert_ok("segment ids", &ids.status);
+    assert_eq!(ids.vector_id_array.len(), 50);
+    let wanted = ids.vector_id_array[..3].to_vec();
+    let vectors = grpc_ok(
+        "vectors by id",
+        client
+            .get_vectors_by_id(VectorsIdentity {
+                collection_name: name.into(),
+                id_array: wanted.clone(),
+                partition_tag: String::new(),
+            })
+            .await,
+    );
+    assert_ok("vectors by id", &vectors.status);
+    assert!(vectors.vectors_data.iter().all(|v| v.float_data.len() == 8));
+    let by_id = grpc_ok(
+        "search by id",
+        client
+            .search_by_id(SearchByIdParam {
+                collection_name: name.into(),
+                id_array: wanted.clone(),
+                topk: 1,
+                extra_params: vec![KeyValuePair {
+                    key: "params".into(),
+                    value: "{}".into(),
+                }],
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_ok("search by id", &by_id.status);
+    assert_eq!(by_id.ids, wanted, "each vector finds itself first");
+
     let insert = grpc_ok(
         "insert",
         client

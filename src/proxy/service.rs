@@ -109,6 +109,30 @@ impl ProxyService {
         }
     }
 
+    /// A data read any node can answer from the shared storage: the writer
+    /// first; if it cannot be reached, each healthy read-only node in turn.
+    async fn read_any<T, F, Fut>(&self, method: &'static str, f: F) -> MilvusResult<T>
+    where
+        T: Reply,
+        F: Fn(crate::backend::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<T>, tonic::Status>>,
+    {
+        let mut last = match self.to_writer(method, &f).await {
+            Err(e) if e.code == ErrorCode::ConnectFailed => e,
+            other => return other,
+        };
+        for node in self.backends.readonly.iter().filter(|b| b.is_healthy()) {
+            match node.call(method, self.request_timeout, &f).await {
+                Ok(reply) => {
+                    tracing::warn!(method, backend = %node.addr, "writable node unreachable; read served by a read-only node");
+                    return Ok(reply);
+                }
+                Err(e) => last = e.to_milvus(),
+            }
+        }
+        Err(last)
+    }
+
     /// The collection from a snapshot that reflects this proxy's own writes;
     /// re-read once from the database when missing (it may have been created
     /// through another proxy replica).
@@ -315,8 +339,9 @@ impl ProxyService {
                 partition_tag: String::new(),
             };
             let reply = self
-                .to_writer("GetVectorsByID", |mut c| async move {
-                    c.get_vectors_by_id(request).await
+                .read_any("GetVectorsByID", |mut c| {
+                    let request = request.clone();
+                    async move { c.get_vectors_by_id(request).await }
                 })
                 .await?;
             if let Some(s) = reply.status.as_ref().filter(|s| s.error_code != 0) {
@@ -569,6 +594,22 @@ macro_rules! forward {
     }};
 }
 
+/// A data read: the writer, or a read-only node when the writer is
+/// unreachable (`ProxyService::read_any`).
+macro_rules! read_any {
+    ($self:ident, $req:ident, $method:literal, $call:ident) => {{
+        let started = Instant::now();
+        let request = $req.into_inner();
+        let result = $self
+            .read_any($method, |mut c| {
+                let request = request.clone();
+                async move { c.$call(request).await }
+            })
+            .await;
+        $self.finish($method, started, result)
+    }};
+}
+
 /// A metadata read: forwarded to the writer, answered from the snapshot
 /// when the writer is unreachable (`ProxyService::read_meta`).
 macro_rules! read_meta {
@@ -643,7 +684,7 @@ impl MilvusService for ProxyService {
         &self,
         req: Request<CollectionName>,
     ) -> RpcResult<CollectionInfo> {
-        forward!(self, req, "ShowCollectionInfo", show_collection_info)
+        read_any!(self, req, "ShowCollectionInfo", show_collection_info)
     }
 
     async fn drop_collection(&self, req: Request<CollectionName>) -> RpcResult<Status> {
@@ -704,11 +745,11 @@ impl MilvusService for ProxyService {
     }
 
     async fn get_vectors_by_id(&self, req: Request<VectorsIdentity>) -> RpcResult<VectorsData> {
-        forward!(self, req, "GetVectorsByID", get_vectors_by_id)
+        read_any!(self, req, "GetVectorsByID", get_vectors_by_id)
     }
 
     async fn get_vector_i_ds(&self, req: Request<GetVectorIDsParam>) -> RpcResult<VectorIds> {
-        forward!(self, req, "GetVectorIDs", get_vector_i_ds)
+        read_any!(self, req, "GetVectorIDs", get_vector_i_ds)
     }
 
     async fn search(&self, req: Request<SearchParam>) -> RpcResult<TopKQueryResult> {
