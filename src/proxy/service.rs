@@ -274,7 +274,18 @@ impl ProxyService {
                 format!("{} (from read-only node {node})", s.reason),
             )));
         }
-        TopKHits::from_wire(&reply).map_err(NodeFailure::Milvus)
+        let hits = TopKHits::from_wire(&reply).map_err(NodeFailure::Milvus)?;
+        let nq = search.query_record_array.len();
+        if hits.nq != 0 && hits.nq != nq {
+            return Err(NodeFailure::Milvus(MilvusError::new(
+                ErrorCode::IllegalSearchResult,
+                format!(
+                    "read-only node {node} answered {} result rows for {nq} queries",
+                    hits.nq
+                ),
+            )));
+        }
+        Ok(hits)
     }
 
     async fn search_in_files_request(
@@ -564,9 +575,11 @@ fn spread_rows(hits: &TopKHits, present: &[usize], nq: usize, metric: MetricType
         distances: vec![metric.order().worst(); nq * stride],
     };
     for (row, q) in present.iter().enumerate() {
+        // `row()` is empty past the end: a short answer leaves -1 rows, never a panic.
         let (ids, dist) = hits.row(row);
-        out.ids[q * stride..(q + 1) * stride].copy_from_slice(ids);
-        out.distances[q * stride..(q + 1) * stride].copy_from_slice(dist);
+        let n = ids.len().min(stride);
+        out.ids[q * stride..][..n].copy_from_slice(&ids[..n]);
+        out.distances[q * stride..][..n].copy_from_slice(&dist[..n]);
     }
     out
 }
@@ -842,6 +855,19 @@ mod tests {
         let out = spread_rows(&hits, &[0, 2], 3, MetricType::L2);
         assert_eq!(out.ids, vec![1, 2, -1, -1, 3, 4]);
         assert_eq!(out.distances[2], f32::MAX);
+    }
+
+    #[test]
+    fn spread_rows_survives_a_short_answer() {
+        let hits = TopKHits {
+            nq: 1,
+            stride: 2,
+            ids: vec![1, 2],
+            distances: vec![0.1, 0.2],
+        };
+        let out = spread_rows(&hits, &[0, 1], 2, MetricType::Ip);
+        assert_eq!(out.ids, vec![1, 2, -1, -1]);
+        assert_eq!(out.distances[3], -f32::MAX);
     }
 
     #[test]
