@@ -59,16 +59,6 @@ pub fn ok_status() -> Option<Status> {
     })
 }
 
-/// Wrap an error as the `status` field of a reply message.
-pub fn err_status(err: &MilvusError) -> Option<Status> {
-    Some(err.to_status())
-}
-
-/// True when a reply status (possibly absent) means success.
-pub fn is_ok(status: &Option<Status>) -> bool {
-    status.as_ref().is_none_or(|s| s.error_code == 0)
-}
-
 /// Reply messages that carry a Milvus `Status`: lets handlers build a reply
 /// from a `MilvusResult` in one place.
 pub trait Reply: Default + Send + 'static {

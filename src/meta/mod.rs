@@ -243,14 +243,6 @@ impl MetaStore {
         Ok(Self { pool, dialect })
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     fn returning_id(&self) -> &'static str {
         returning_id(self.dialect)
     }

@@ -4,7 +4,7 @@
 //! returns a `MilvusResult` so the gRPC layer only translates.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,12 +99,6 @@ impl Collection {
     pub fn dim(&self) -> i64 {
         self.row.dimension
     }
-}
-
-/// Summary of a collection for ShowCollectionInfo.
-pub struct PartitionStat {
-    pub tag: String,
-    pub files: Vec<FileRow>,
 }
 
 impl Engine {
@@ -1122,10 +1116,6 @@ impl Engine {
     /// Flushes what is buffered (graceful shutdown).
     pub async fn shutdown(&self) {
         self.auto_flush().await;
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.opts.data_dir
     }
 }
 

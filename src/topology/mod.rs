@@ -249,10 +249,6 @@ impl Topology {
             }
         })
     }
-
-    pub fn meta(&self) -> &MetaStore {
-        &self.meta
-    }
 }
 
 #[cfg(test)]
