@@ -234,6 +234,18 @@ pub fn result_size(nq: usize, topk: i64) -> MilvusResult<()> {
     Ok(())
 }
 
+/// The request-level checks of a vector search, in Milvus' order: the
+/// collection name (9), topk (10), the result size (10), then each tag (1).
+pub fn search_request(name: &str, tags: &[String], nq: usize, topk: i64) -> MilvusResult<()> {
+    collection_name(name)?;
+    self::topk(topk)?;
+    result_size(nq, topk)?;
+    for tag in tags {
+        partition_tag(tag)?;
+    }
+    Ok(())
+}
+
 /// The `"params"` JSON of `extra_params`. Only that key is read and the last
 /// one wins; none gives `{}`. Malformed JSON is code 5 with the parser's
 /// message. Milvus would accept any JSON value here (and, by its own source,
@@ -845,6 +857,25 @@ pub fn select_partitions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_request_checks_in_milvus_order() {
+        let tags = vec![" ".to_string()];
+        let code = |r: MilvusResult<()>| r.unwrap_err().code;
+        assert_eq!(
+            code(search_request("1x", &tags, 1, 0)),
+            ErrorCode::IllegalCollectionName
+        );
+        assert_eq!(
+            code(search_request("c", &tags, 1, 0)),
+            ErrorCode::IllegalTopk
+        );
+        assert_eq!(
+            code(search_request("c", &tags, 1, 1)),
+            ErrorCode::UnexpectedError
+        );
+        assert!(search_request("c", &[], 1, 1).is_ok());
+    }
     use serde_json::json;
 
     fn code_of<T: std::fmt::Debug>(r: MilvusResult<T>) -> ErrorCode {

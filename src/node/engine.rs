@@ -854,12 +854,7 @@ impl Engine {
         topk: i64,
         params: &serde_json::Value,
     ) -> MilvusResult<(Collection, VectorData)> {
-        validate::collection_name(name)?;
-        validate::topk(topk)?;
-        validate::result_size(records.len(), topk)?;
-        for t in tags {
-            validate::partition_tag(t)?;
-        }
+        validate::search_request(name, tags, records.len(), topk)?;
         let c = self.collection(name).await?;
         validate::search_params(c.engine, params, topk)?;
         let queries = validate::vectors(records, c.metric, c.dim())?;

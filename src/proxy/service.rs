@@ -156,12 +156,12 @@ impl ProxyService {
     /// Search: plan, fan out, merge. Retries once on a fresh snapshot when a
     /// node reports a file that no longer exists (a merge retired it).
     async fn search_request(&self, p: SearchParam) -> MilvusResult<TopKQueryResult> {
-        validate::collection_name(&p.collection_name)?;
-        validate::topk(p.topk)?;
-        validate::result_size(p.query_record_array.len(), p.topk)?;
-        for t in &p.partition_tag_array {
-            validate::partition_tag(t)?;
-        }
+        validate::search_request(
+            &p.collection_name,
+            &p.partition_tag_array,
+            p.query_record_array.len(),
+            p.topk,
+        )?;
         let params = validate::extra_params(&p.extra_params)?;
         if self.backends.readonly.is_empty() {
             return self.search_on_writer(p).await;
@@ -295,9 +295,8 @@ impl ProxyService {
         let s = p
             .search_param
             .ok_or_else(|| MilvusError::illegal_argument("SearchInFiles needs a search_param"))?;
-        validate::collection_name(&s.collection_name)?;
-        validate::topk(s.topk)?;
-        validate::result_size(s.query_record_array.len(), s.topk)?;
+        // Tags are not checked: SearchInFiles ignores them and the fan-out drops them.
+        validate::search_request(&s.collection_name, &[], s.query_record_array.len(), s.topk)?;
         let params = validate::extra_params(&s.extra_params)?;
         let ids = validate::file_ids(&p.file_id_array)?;
         if self.backends.readonly.is_empty() {
