@@ -166,12 +166,16 @@ impl ProxyService {
         if self.backends.readonly.is_empty() {
             return self.search_on_writer(p).await;
         }
+        // The plan applies the tags; SearchInFiles ignores them, so the
+        // request fanned out carries none.
+        let mut p = p;
+        let tags = std::mem::take(&mut p.partition_tag_array);
         let mut attempt = 0;
         loop {
             let view = self.view(&p.collection_name).await?;
             validate::search_params(view.engine, &params, p.topk)?;
             check_vectors(&p.query_record_array, view.metric, view.root.dimension)?;
-            let files = route::select_files(&view, &p.partition_tag_array)?;
+            let files = route::select_files(&view, &tags)?;
             if files.is_empty() {
                 return Ok(TopKHits::empty().into_wire());
             }
@@ -194,6 +198,7 @@ impl ProxyService {
 
     /// One `SearchInFiles` per node, in parallel; a node that cannot be
     /// reached has its files moved to the next healthy node on the ring.
+    /// `search` goes out as it is (callers have removed partition tags).
     async fn fan_out(
         &self,
         plan: &RoutePlan,
@@ -205,12 +210,10 @@ impl ProxyService {
         let mut pending: Vec<(String, Vec<i64>)> = plan.assignments.clone();
         let mut failed: HashSet<String> = HashSet::new();
         let mut parts: Vec<TopKHits> = Vec::with_capacity(pending.len());
-        let mut search = search.clone();
-        search.partition_tag_array.clear(); // SearchInFiles ignores tags; the plan applied them
         while !pending.is_empty() {
             let calls = pending
                 .iter()
-                .map(|(node, ids)| self.search_node(node, ids, &search));
+                .map(|(node, ids)| self.search_node(node, ids, search));
             let results = join_all(calls).await;
             let mut retry: Vec<i64> = Vec::new();
             for ((node, ids), result) in pending.iter().zip(results) {
@@ -292,10 +295,10 @@ impl ProxyService {
         &self,
         p: SearchInFilesParam,
     ) -> MilvusResult<TopKQueryResult> {
-        let s = p
+        let mut s = p
             .search_param
             .ok_or_else(|| MilvusError::illegal_argument("SearchInFiles needs a search_param"))?;
-        // Tags are not checked: SearchInFiles ignores them and the fan-out drops them.
+        // Tags are not checked here: SearchInFiles ignores them.
         validate::search_request(&s.collection_name, &[], s.query_record_array.len(), s.topk)?;
         let params = validate::extra_params(&s.extra_params)?;
         let ids = validate::file_ids(&p.file_id_array)?;
@@ -327,6 +330,7 @@ impl ProxyService {
             )));
         }
         let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+        s.partition_tag_array.clear();
         self.fan_out(&plan, &s, view.metric)
             .await
             .map(TopKHits::into_wire)
