@@ -598,15 +598,11 @@ macro_rules! forward {
         $self.finish($method, started, result)
     }};
     ($self:ident, $req:ident, $method:literal, $call:ident, invalidate) => {{
-        let started = Instant::now();
-        let request = $req.into_inner();
-        let result = $self
-            .to_writer($method, |mut c| async move { c.$call(request).await })
-            .await;
+        let reply = forward!($self, $req, $method, $call);
         // The write may have changed collections or files: the next search
-        // through this proxy must see it.
+        // through this proxy must see it (the reply is not sent yet).
         $self.topology.invalidate();
-        $self.finish($method, started, result)
+        reply
     }};
 }
 
