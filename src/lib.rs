@@ -14,6 +14,7 @@ pub mod hybrid;
 pub mod merge;
 pub mod meta;
 pub mod node;
+pub mod partition;
 pub mod proxy;
 pub mod ring;
 pub mod status;

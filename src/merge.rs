@@ -28,6 +28,28 @@ impl TopKHits {
         Self::default()
     }
 
+    /// Puts row `r` of these hits (the answer for the `r`-th query that was
+    /// searched) back at query position `present[r]` of `nq` queries; the
+    /// queries that were not searched (ids that were not found, in a search
+    /// by id) get rows of padding. A short answer leaves padding rows, never
+    /// a panic.
+    pub fn spread_rows(&self, present: &[usize], nq: usize, order: Order) -> TopKHits {
+        let stride = self.stride;
+        let mut out = TopKHits {
+            nq,
+            stride,
+            ids: vec![PADDING_ID; nq * stride],
+            distances: vec![order.worst(); nq * stride],
+        };
+        for (row, &q) in present.iter().enumerate().filter(|(_, &q)| q < nq) {
+            let (ids, dist) = self.row(row);
+            let n = ids.len().min(stride);
+            out.ids[q * stride..][..n].copy_from_slice(&ids[..n]);
+            out.distances[q * stride..][..n].copy_from_slice(&dist[..n]);
+        }
+        out
+    }
+
     /// Reads a `TopKQueryResult` and checks that its arrays form `row_num` rows of one stride.
     ///
     /// Only the layout is checked; the caller looks at `status` first.
@@ -379,6 +401,25 @@ mod tests {
             ids: ids.to_vec(),
             distances: distances.to_vec(),
         }
+    }
+
+    #[test]
+    fn spread_rows_pads_queries_that_were_not_searched() {
+        let found = hits(2, 2, &[1, 2, 3, 4], &[0.1, 0.2, 0.3, 0.4]);
+        let out = found.spread_rows(&[0, 2], 3, Order::Ascending);
+        assert_eq!(out.ids, vec![1, 2, -1, -1, 3, 4]);
+        assert_eq!(out.distances[2], f32::MAX);
+    }
+
+    #[test]
+    fn spread_rows_survives_a_short_answer() {
+        let found = hits(1, 2, &[1, 2], &[0.1, 0.2]);
+        let out = found.spread_rows(&[0, 1], 2, Order::Descending);
+        assert_eq!(out.ids, vec![1, 2, -1, -1]);
+        assert_eq!(out.distances[3], -f32::MAX);
+        // A position past `nq` is ignored, never a panic.
+        let out = found.spread_rows(&[5], 2, Order::Ascending);
+        assert_eq!(out.ids, vec![-1; 4]);
     }
 
     fn wire(row_num: i64, ids: &[i64], distances: &[f32]) -> TopKQueryResult {

@@ -1,12 +1,11 @@
 //! Pure validation of Milvus 1.1 requests: names, limits, index and search
-//! parameters, vector shapes, id rules and partition-tag matching. Every check
+//! parameters, vector shapes, and id rules (partition-tag matching is in `partition`). Every check
 //! fails with the `MilvusError` (wire code and an actionable reason) that
 //! Milvus 1.1.1+ gives (`core/src/utils/ValidationUtil.cpp` and the request
 //! classes). Shared by the node and the proxy; no I/O.
 
 use std::collections::HashSet;
 
-use regex::Regex;
 use serde_json::Value;
 
 use crate::status::{MilvusError, MilvusResult};
@@ -582,6 +581,27 @@ impl VectorData {
 /// need `binary_data` of exactly `dim / 8` bytes and no `float_data`.
 /// Anything else is code 7. An invalid `dim` is code 7 as well.
 pub fn vectors(records: &[RowRecord], metric: MetricType, dim: i64) -> MilvusResult<VectorData> {
+    vector_shapes(records, metric, dim)?;
+    // vector_shapes() bounds dim to 1..=32768 and every record to its size.
+    let dim = dim as usize;
+    if metric.is_binary() {
+        let mut data = Vec::with_capacity(records.len() * (dim / 8));
+        for r in records {
+            data.extend_from_slice(&r.binary_data);
+        }
+        Ok(VectorData::Binary(data))
+    } else {
+        let mut data = Vec::with_capacity(records.len() * dim);
+        for r in records {
+            data.extend_from_slice(&r.float_data);
+        }
+        Ok(VectorData::Float(data))
+    }
+}
+
+/// The checks of [`vectors`] without the copy: what the proxy runs on query
+/// vectors before any fan-out, so a bad query costs no backend work.
+pub fn vector_shapes(records: &[RowRecord], metric: MetricType, dim: i64) -> MilvusResult<()> {
     dimension(dim, metric)?;
     if records.is_empty() {
         return Err(fail(
@@ -614,12 +634,6 @@ pub fn vectors(records: &[RowRecord], metric: MetricType, dim: i64) -> MilvusRes
                 ));
             }
         }
-        // Every record holds exactly `bytes` bytes, so this is the real size.
-        let mut data = Vec::with_capacity(records.len() * bytes);
-        for r in records {
-            data.extend_from_slice(&r.binary_data);
-        }
-        Ok(VectorData::Binary(data))
     } else {
         for (i, r) in records.iter().enumerate() {
             if r.float_data.is_empty() && !r.binary_data.is_empty() {
@@ -640,12 +654,8 @@ pub fn vectors(records: &[RowRecord], metric: MetricType, dim: i64) -> MilvusRes
                 ));
             }
         }
-        let mut data = Vec::with_capacity(records.len() * dim);
-        for r in records {
-            data.extend_from_slice(&r.float_data);
-        }
-        Ok(VectorData::Float(data))
     }
+    Ok(())
 }
 
 /// An Insert carries at most 256 MB of vector data. Code 11.
@@ -772,86 +782,6 @@ pub fn file_ids(ids: &[String]) -> MilvusResult<Vec<i64>> {
         }
     }
     Ok(parsed)
-}
-
-/// Milvus `IsRegexMatch`: equal, or the pattern matches the whole tag. A
-/// pattern that does not compile as a regex matches by equality only.
-/// Rust regex syntax stands in for std::regex ECMAScript; they agree on the
-/// common constructs (`.`, `*`, `+`, `?`, classes, groups, `|`, `{n,m}`).
-struct TagPattern {
-    text: String,
-    regex: Option<Regex>,
-}
-
-impl TagPattern {
-    fn new(text: String) -> Self {
-        // Compiling the bare pattern first guarantees it is self-contained
-        // (balanced groups), so the anchoring group cannot be broken open.
-        let regex = Regex::new(&text)
-            .ok()
-            .and_then(|_| Regex::new(&format!("^(?:{text})$")).ok());
-        Self { text, regex }
-    }
-
-    fn matches(&self, tag: &str) -> bool {
-        tag == self.text || self.regex.as_ref().is_some_and(|r| r.is_match(tag))
-    }
-}
-
-/// The tables a Search with partition tags reads, following Milvus 1.1
-/// `DBImpl::GetPartitionsByTags`.
-///
-/// `partitions` are the collection's partitions as (tag, table_id). No tags
-/// selects the root and every partition. Otherwise each tag is validated and
-/// trimmed ([`partition_tag`]); `_default` selects the root; any other tag
-/// selects every partition whose tag equals it or fully matches it as a
-/// regex. The result is the root first (if selected), then partitions in the
-/// given order, without duplicates.
-///
-/// A tag that matches nothing is **not** an error when another tag selected
-/// something: Milvus errors only when the whole selection is empty (code 1,
-/// "The specified partition does not exist").
-pub fn select_partitions(
-    root_table_id: &str,
-    partitions: &[(String, String)],
-    tags: &[String],
-) -> MilvusResult<Vec<String>> {
-    if tags.is_empty() {
-        let mut all = Vec::with_capacity(partitions.len() + 1);
-        all.push(root_table_id.to_string());
-        all.extend(partitions.iter().map(|(_, table_id)| table_id.clone()));
-        return Ok(all);
-    }
-    let mut want_root = false;
-    let mut patterns = Vec::with_capacity(tags.len());
-    for tag in tags {
-        let tag = partition_tag(tag)?;
-        if tag == DEFAULT_PARTITION_TAG {
-            want_root = true;
-        } else {
-            patterns.push(TagPattern::new(tag));
-        }
-    }
-    let mut selected = Vec::new();
-    if want_root {
-        selected.push(root_table_id.to_string());
-    }
-    let mut seen = HashSet::new();
-    for (tag, table_id) in partitions {
-        if patterns.iter().any(|p| p.matches(tag)) && seen.insert(table_id.as_str()) {
-            selected.push(table_id.clone());
-        }
-    }
-    if selected.is_empty() {
-        let asked: Vec<&str> = tags.iter().map(|t| trim_blanks(t)).collect();
-        return Err(fail(
-            ErrorCode::UnexpectedError,
-            format!(
-                "The specified partition does not exist: no partition tag matches {asked:?} (tags match exactly or as a full regex; use \"_default\" for the collection's own data)."
-            ),
-        ));
-    }
-    Ok(selected)
 }
 
 #[cfg(test)]
@@ -1574,141 +1504,14 @@ mod tests {
         assert_eq!(code_of(file_ids(&over)), ErrorCode::UnexpectedError);
     }
 
-    fn parts() -> Vec<(String, String)> {
-        [
-            ("2020-01", "t1"),
-            ("2020-02", "t2"),
-            ("2021-01", "t3"),
-            ("abc", "t4"),
-            ("a.c", "t5"),
-        ]
-        .iter()
-        .map(|(tag, id)| (tag.to_string(), id.to_string()))
-        .collect()
-    }
-
     #[test]
-    fn no_tags_select_root_and_every_partition() {
+    fn vector_shapes_checks_without_copying() {
+        let e = vector_shapes(&[float_record(&[1.0; 3])], MetricType::L2, 4).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IllegalDimension);
+        assert!(vector_shapes(&[binary_record(&[0u8; 2])], MetricType::Hamming, 16).is_ok());
         assert_eq!(
-            select_partitions("root", &parts(), &[]),
-            Ok(strings(&["root", "t1", "t2", "t3", "t4", "t5"]))
-        );
-        assert_eq!(select_partitions("root", &[], &[]), Ok(strings(&["root"])));
-    }
-
-    #[test]
-    fn default_tag_selects_the_root() {
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["_default"])),
-            Ok(strings(&["root"]))
-        );
-        assert_eq!(
-            select_partitions("root", &[], &strings(&[" _default "])),
-            Ok(strings(&["root"]))
-        );
-        // `_default` does not stop later tags (the 1.1 fix).
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["_default", "abc"])),
-            Ok(strings(&["root", "t4"]))
-        );
-    }
-
-    #[test]
-    fn tags_match_exactly_or_as_a_full_regex() {
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["2020.*"])),
-            Ok(strings(&["t1", "t2"]))
-        );
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&[" abc "])),
-            Ok(strings(&["t4"]))
-        );
-        // Full match, not prefix: "a" does not select "abc".
-        assert_eq!(
-            code_of(select_partitions("root", &parts(), &strings(&["a"]))),
-            ErrorCode::UnexpectedError
-        );
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["a.c"])),
-            Ok(strings(&["t4", "t5"]))
-        );
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["20(20|21)-01"])),
-            Ok(strings(&["t1", "t3"]))
-        );
-        // Overlapping tags select each partition once, in partition order.
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["2021-01", "20.*"])),
-            Ok(strings(&["t1", "t2", "t3"]))
-        );
-    }
-
-    #[test]
-    fn invalid_regex_matches_by_equality_only() {
-        let parts = vec![
-            ("a(b".to_string(), "t1".to_string()),
-            ("ab".to_string(), "t2".to_string()),
-        ];
-        assert_eq!(
-            select_partitions("root", &parts, &strings(&["a(b"])),
-            Ok(strings(&["t1"]))
-        );
-        // A pattern that would break out of the anchoring group is not a regex.
-        let parts = vec![
-            ("axxx".to_string(), "t1".to_string()),
-            ("a)|(b".to_string(), "t2".to_string()),
-        ];
-        assert_eq!(
-            select_partitions("root", &parts, &strings(&["a)|(b"])),
-            Ok(strings(&["t2"]))
-        );
-        // A top-level alternation is anchored as a whole.
-        let parts = vec![
-            ("ab".to_string(), "t1".to_string()),
-            ("xb".to_string(), "t2".to_string()),
-        ];
-        assert_eq!(
-            code_of(select_partitions("root", &parts, &strings(&["a|x"]))),
-            ErrorCode::UnexpectedError
-        );
-    }
-
-    #[test]
-    fn unknown_tag_is_an_error_only_when_nothing_is_selected() {
-        assert_eq!(
-            select_partitions("root", &parts(), &strings(&["abc", "nope"])),
-            Ok(strings(&["t4"]))
-        );
-        let err =
-            select_partitions("root", &parts(), &strings(&["nope", "zzz.*"])).expect_err("empty");
-        assert_eq!(err.code, ErrorCode::UnexpectedError);
-        assert!(
-            err.reason
-                .starts_with("The specified partition does not exist"),
-            "{}",
-            err.reason
-        );
-        assert!(err.reason.contains("nope"));
-        assert_eq!(
-            code_of(select_partitions("root", &[], &strings(&["abc"]))),
-            ErrorCode::UnexpectedError
-        );
-    }
-
-    #[test]
-    fn blank_or_long_tags_are_rejected_before_matching() {
-        assert_eq!(
-            code_of(select_partitions(
-                "root",
-                &parts(),
-                &strings(&["abc", "  "])
-            )),
-            ErrorCode::UnexpectedError
-        );
-        let long = "x".repeat(256);
-        assert_eq!(
-            code_of(select_partitions("root", &parts(), &[long])),
-            ErrorCode::UnexpectedError
+            code_of(vector_shapes(&[], MetricType::L2, 4)),
+            ErrorCode::IllegalRowrecord
         );
     }
 }

@@ -17,6 +17,7 @@ use super::scan::{self, QueriesRef, VectorsRef};
 use super::segment::{self, Segment, SegmentVectors};
 use crate::merge::{self, TopKHits};
 use crate::meta::{self, schema::SCHEMA_VERSION, CollectionRow, FileRow, MetaStore};
+use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
 use crate::types::{EngineType, FileType, MetricType, DEFAULT_PARTITION_TAG, TABLE_STATE_NORMAL};
 use crate::validate::{self, VectorData};
@@ -373,7 +374,7 @@ impl Engine {
             .into_iter()
             .map(|p| (p.partition_tag, p.table_id))
             .collect();
-        validate::select_partitions(&c.row.table_id, &pairs, tags)
+        partition::select_tables(&c.row.table_id, &pairs, tags)
     }
 
     // ---- indexes ----------------------------------------------------------
@@ -940,19 +941,7 @@ impl Engine {
         if hits.nq == 0 {
             return Ok(hits);
         }
-        let stride = hits.stride;
-        let mut out = TopKHits {
-            nq: ids.len(),
-            stride,
-            ids: vec![-1; ids.len() * stride],
-            distances: vec![c.metric.order().worst(); ids.len() * stride],
-        };
-        for (row, q) in present.iter().enumerate() {
-            let (i, d) = hits.row(row);
-            out.ids[q * stride..(q + 1) * stride].copy_from_slice(i);
-            out.distances[q * stride..(q + 1) * stride].copy_from_slice(d);
-        }
-        Ok(out)
+        Ok(hits.spread_rows(&present, ids.len(), c.metric.order()))
     }
 
     /// Exact search of `queries` over `files`, merged into one top-k.

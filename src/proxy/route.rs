@@ -6,10 +6,10 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use crate::partition;
 use crate::ring::{self, Ring};
 use crate::status::{MilvusError, MilvusResult};
 use crate::topology::CollectionView;
-use crate::validate;
 
 /// The files of one search and where each goes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -31,7 +31,7 @@ impl RoutePlan {
 /// The searchable file ids of `view` selected by partition `tags`.
 pub fn select_files(view: &CollectionView, tags: &[String]) -> MilvusResult<Vec<(i64, i64)>> {
     let tables: HashSet<String> =
-        validate::select_partitions(&view.root.table_id, &view.partition_pairs(), tags)?
+        partition::select_tables(&view.root.table_id, &view.partition_pairs(), tags)?
             .into_iter()
             .collect();
     Ok(view

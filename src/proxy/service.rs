@@ -174,7 +174,7 @@ impl ProxyService {
         loop {
             let view = self.view(&p.collection_name).await?;
             validate::search_params(view.engine, &params, p.topk)?;
-            check_vectors(&p.query_record_array, view.metric, view.root.dimension)?;
+            validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
             let files = route::select_files(&view, &tags)?;
             if files.is_empty() {
                 return Ok(TopKHits::empty().into_wire());
@@ -315,7 +315,7 @@ impl ProxyService {
         }
         let view = self.view(&s.collection_name).await?;
         validate::search_params(view.engine, &params, s.topk)?;
-        check_vectors(&s.query_record_array, view.metric, view.root.dimension)?;
+        validate::vector_shapes(&s.query_record_array, view.metric, view.root.dimension)?;
         let wanted: HashSet<i64> = ids.into_iter().collect();
         let files: Vec<(i64, i64)> = view
             .files
@@ -385,7 +385,9 @@ impl ProxyService {
             return Ok(reply);
         }
         let hits = TopKHits::from_wire(&reply)?;
-        Ok(spread_rows(&hits, &present, p.id_array.len(), view.metric).into_wire())
+        Ok(hits
+            .spread_rows(&present, p.id_array.len(), view.metric.order())
+            .into_wire())
     }
 
     /// Sends `f` to every read-only node and the writer; the first failure wins.
@@ -538,53 +540,6 @@ fn sorted(set: &HashSet<String>) -> String {
 /// A node could not find a file the snapshot named: merged and cleaned up meanwhile.
 fn is_stale_file_error(e: &MilvusError) -> bool {
     e.code == ErrorCode::FileNotFound || e.reason.contains("Invalid file id")
-}
-
-/// The dimension and kind checks Milvus makes on query vectors (7 or 11),
-/// done before any fan-out so a bad query costs no backend work.
-fn check_vectors(records: &[RowRecord], metric: MetricType, dim: i64) -> MilvusResult<()> {
-    if records.is_empty() {
-        return Err(MilvusError::new(
-            ErrorCode::IllegalRowrecord,
-            "The vector array is empty. Make sure you have entered vector records.",
-        ));
-    }
-    for (i, r) in records.iter().enumerate() {
-        let (len, expected, unit) = if metric.is_binary() {
-            (r.binary_data.len() as i64 * 8, dim, "bits")
-        } else {
-            (r.float_data.len() as i64, dim, "floats")
-        };
-        if len != expected {
-            return Err(MilvusError::new(
-                ErrorCode::IllegalDimension,
-                format!(
-                    "The vector dimension must be equal to the collection dimension: query {i} has {len} {unit}, collection dimension is {dim} ({metric})"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Puts the rows of `hits` (one per present id) back at their query
-/// positions; ids that were not found get rows of -1.
-fn spread_rows(hits: &TopKHits, present: &[usize], nq: usize, metric: MetricType) -> TopKHits {
-    let stride = hits.stride;
-    let mut out = TopKHits {
-        nq,
-        stride,
-        ids: vec![-1; nq * stride],
-        distances: vec![metric.order().worst(); nq * stride],
-    };
-    for (row, q) in present.iter().enumerate() {
-        // `row()` is empty past the end: a short answer leaves -1 rows, never a panic.
-        let (ids, dist) = hits.row(row);
-        let n = ids.len().min(stride);
-        out.ids[q * stride..][..n].copy_from_slice(&ids[..n]);
-        out.distances[q * stride..][..n].copy_from_slice(&dist[..n]);
-    }
-    out
 }
 
 /// Forwards one RPC to the writable node, optionally invalidating the topology after.
@@ -837,54 +792,4 @@ impl MilvusService for ProxyService {
     }
 
     crate::hybrid_rpcs_unimplemented!();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_rows_pads_missing_ids() {
-        let hits = TopKHits {
-            nq: 2,
-            stride: 2,
-            ids: vec![1, 2, 3, 4],
-            distances: vec![0.1, 0.2, 0.3, 0.4],
-        };
-        let out = spread_rows(&hits, &[0, 2], 3, MetricType::L2);
-        assert_eq!(out.ids, vec![1, 2, -1, -1, 3, 4]);
-        assert_eq!(out.distances[2], f32::MAX);
-    }
-
-    #[test]
-    fn spread_rows_survives_a_short_answer() {
-        let hits = TopKHits {
-            nq: 1,
-            stride: 2,
-            ids: vec![1, 2],
-            distances: vec![0.1, 0.2],
-        };
-        let out = spread_rows(&hits, &[0, 1], 2, MetricType::Ip);
-        assert_eq!(out.ids, vec![1, 2, -1, -1]);
-        assert_eq!(out.distances[3], -f32::MAX);
-    }
-
-    #[test]
-    fn check_vectors_reports_dimension() {
-        let rec = RowRecord {
-            float_data: vec![1.0; 3],
-            binary_data: Default::default(),
-        };
-        let e = check_vectors(&[rec], MetricType::L2, 4).unwrap_err();
-        assert_eq!(e.code, ErrorCode::IllegalDimension);
-        let bin = RowRecord {
-            float_data: vec![],
-            binary_data: vec![0u8; 2].into(),
-        };
-        assert!(check_vectors(&[bin], MetricType::Hamming, 16).is_ok());
-        assert_eq!(
-            check_vectors(&[], MetricType::L2, 4).unwrap_err().code,
-            ErrorCode::IllegalRowrecord
-        );
-    }
 }
