@@ -1126,7 +1126,7 @@ pub fn sqlalchemy_to_meta_uri(raw: &str) -> String {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../config/mishards.toml");
+    const EXAMPLE: &str = include_str!("../../config/mishards.toml");
 
     fn no_env(_: &str) -> Option<String> {
         None
