@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::address::{check_address, PortZero};
 use super::byte_size::{ByteSize, MIB};
 use super::{Config, ConfigError};
+use crate::meta::MetaUri;
 
 /// The smallest accepted `server.max_message_size`.
 pub const MIN_MESSAGE_SIZE: ByteSize = ByteSize(4 * MIB);
@@ -51,7 +52,7 @@ impl Config {
                  (or set MISHARDS__META__URI / SQLALCHEMY_DATABASE_URI)"
                     .to_string(),
             );
-        } else if let Err(message) = parse_meta_uri(&self.meta.uri) {
+        } else if let Err(message) = MetaUri::parse(&self.meta.uri, None) {
             report("meta.uri", message);
         }
         if self.meta.max_connections == 0 {
@@ -112,80 +113,6 @@ impl Config {
     }
 }
 
-/// A parsed `meta.uri`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetaUri {
-    /// `mysql://user[:password]@host[:port]/database[?options]`; user and
-    /// password as written (percent-encoded); port defaults to 3306.
-    MySql {
-        user: String,
-        password: Option<String>,
-        host: String,
-        port: u16,
-        database: String,
-    },
-    /// `sqlite://PATH[?options]` in the sqlx convention: `sqlite://meta.sqlite`
-    /// is relative to the working directory, `sqlite:///var/milvus/meta.sqlite` absolute.
-    Sqlite { path: String },
-    /// `sqlite::memory:` (tests).
-    SqliteInMemory,
-}
-
-/// Parses and checks a metadata URI (see [`MetaUri`]).
-pub fn parse_meta_uri(uri: &str) -> Result<MetaUri, String> {
-    let uri = uri.trim();
-    if uri == "sqlite::memory:" {
-        return Ok(MetaUri::SqliteInMemory);
-    }
-    if let Some(rest) = uri.strip_prefix("sqlite://") {
-        let path = rest.split('?').next().unwrap_or_default();
-        if path.is_empty() || path == ":@:/" {
-            return Err(format!(
-                "a SQLite URI needs a file path, e.g. \"sqlite:///var/lib/milvus/db/meta.sqlite\", got {uri:?}"
-            ));
-        }
-        return Ok(MetaUri::Sqlite {
-            path: path.to_string(),
-        });
-    }
-    let expected =
-        "expected mysql://user[:password]@host[:port]/database, sqlite://PATH or sqlite::memory:";
-    let scheme = uri.split_once("://").map(|(scheme, _)| scheme);
-    match scheme {
-        Some("mysql") => {}
-        Some(scheme) if scheme.contains('+') => {
-            return Err(format!(
-                "{expected}; drop the SQLAlchemy driver suffix from {scheme:?}, got {uri:?}"
-            ))
-        }
-        _ => return Err(format!("{expected}, got {uri:?}")),
-    }
-    let url = url::Url::parse(uri).map_err(|err| format!("{expected}; {err} in {uri:?}"))?;
-    if url.username().is_empty() {
-        return Err(format!("{expected}; the user is missing in {uri:?}"));
-    }
-    let host = url.host_str().unwrap_or_default();
-    if host.is_empty() {
-        return Err(format!("{expected}; the host is missing in {uri:?}"));
-    }
-    let database = url.path().trim_start_matches('/');
-    if database.is_empty() || database.contains('/') {
-        return Err(format!(
-            "{expected}; the database name is missing or invalid in {uri:?}"
-        ));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("{expected}; unexpected '#' in {uri:?}"));
-    }
-    Ok(MetaUri::MySql {
-        user: url.username().to_string(),
-        password: url.password().map(str::to_string),
-        host: host.to_string(),
-        port: url.port().unwrap_or(3306),
-        database: database.to_string(),
-    })
-}
-
 fn check_log_level(level: &str) -> Result<(), String> {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let level = level.trim();
@@ -228,53 +155,6 @@ mod tests {
             config.backends.readonly,
             vec![config.backends.writable.clone()]
         );
-    }
-
-    #[test]
-    fn meta_uri_forms() {
-        assert_eq!(
-            parse_meta_uri("mysql://root:pass@127.0.0.1:3306/milvus"),
-            Ok(MetaUri::MySql {
-                user: "root".to_string(),
-                password: Some("pass".to_string()),
-                host: "127.0.0.1".to_string(),
-                port: 3306,
-                database: "milvus".to_string(),
-            })
-        );
-        assert!(matches!(
-            parse_meta_uri("mysql://root@db/milvus"),
-            Ok(MetaUri::MySql {
-                port: 3306,
-                password: None,
-                ..
-            })
-        ));
-        assert_eq!(
-            parse_meta_uri("sqlite::memory:"),
-            Ok(MetaUri::SqliteInMemory)
-        );
-        assert_eq!(
-            parse_meta_uri("sqlite://meta.sqlite?mode=rwc"),
-            Ok(MetaUri::Sqlite {
-                path: "meta.sqlite".to_string()
-            })
-        );
-        for bad in [
-            "mysql://127.0.0.1:3306/milvus",
-            "mysql://root@127.0.0.1:3306/",
-            "mysql://root@127.0.0.1:99999/milvus",
-            "mysql+pymysql://root@h/db",
-            "sqlite://",
-            "sqlite://:@:/",
-            "postgres://u@h/db",
-            "milvus",
-        ] {
-            assert!(parse_meta_uri(bad).is_err(), "{bad} should be rejected");
-        }
-        assert!(parse_meta_uri("mysql+pymysql://root@h/db")
-            .unwrap_err()
-            .contains("driver suffix"));
     }
 
     #[test]

@@ -43,7 +43,7 @@ use std::path::Path;
 
 pub use address::parse_host_port;
 pub use byte_size::{parse_byte_size, ByteSize};
-pub use checks::{parse_meta_uri, MetaUri, MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
+pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
 pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use settings::{
@@ -195,6 +195,7 @@ mod tests {
     use super::*;
     use crate::config::byte_size::MIB;
     use crate::config::test_support::*;
+    use crate::meta::{MetaLocation, MetaUri};
 
     #[test]
     fn full_file_sets_every_key() {
@@ -227,8 +228,8 @@ format = "json"
         assert_eq!(config.server.shutdown_grace, Duration::from_secs(2));
         assert_eq!(config.metrics.listen, "127.0.0.1:9191");
         assert_eq!(
-            parse_meta_uri(&config.meta.uri),
-            Ok(MetaUri::Sqlite {
+            MetaUri::parse(&config.meta.uri, None).map(|uri| uri.location),
+            Ok(MetaLocation::Sqlite {
                 path: "/var/lib/milvus/db/meta.sqlite".to_string()
             })
         );

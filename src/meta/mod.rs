@@ -4,6 +4,7 @@
 //! both dialects; only the DDL differs (`schema`).
 
 pub mod schema;
+mod uri;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,66 +14,14 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor, Row};
 
 use crate::types::{FileType, TABLE_STATE_NORMAL};
 
+pub use uri::{redacted, MetaLocation, MetaUri};
+
 pub type MetaResult<T> = Result<T, sqlx::Error>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     MySql,
     Sqlite,
-}
-
-/// A parsed Milvus `meta_uri`, turned into what sqlx connects to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MetaUri {
-    pub dialect: Dialect,
-    /// The URL handed to sqlx.
-    pub sqlx_url: String,
-}
-
-impl MetaUri {
-    /// Parses `mysql://user[:pass]@host[:port]/db` or `sqlite://PATH` (also
-    /// `sqlite::memory:`). `default_sqlite_path` replaces Milvus' placeholder
-    /// form `sqlite://:@:/` (and an empty path).
-    pub fn parse(uri: &str, default_sqlite_path: Option<&std::path::Path>) -> Result<Self, String> {
-        if let Some(rest) = uri.strip_prefix("sqlite://") {
-            let path = if rest.is_empty() || rest == ":@:/" {
-                match default_sqlite_path {
-                    Some(p) => p.display().to_string(),
-                    None => return Err(format!("meta uri {uri:?} names no SQLite file")),
-                }
-            } else {
-                rest.to_string()
-            };
-            return Ok(Self {
-                dialect: Dialect::Sqlite,
-                sqlx_url: format!("sqlite://{path}?mode=rwc"),
-            });
-        }
-        if uri == "sqlite::memory:" {
-            return Ok(Self {
-                dialect: Dialect::Sqlite,
-                sqlx_url: uri.to_string(),
-            });
-        }
-        if uri.starts_with("mysql://") {
-            let url = url::Url::parse(uri).map_err(|e| format!("meta uri {uri:?}: {e}"))?;
-            if url.host_str().is_none_or(str::is_empty) {
-                return Err(format!("meta uri {uri:?} has no host"));
-            }
-            if url.path().trim_matches('/').is_empty() {
-                return Err(format!(
-                    "meta uri {uri:?} names no database (mysql://user:pass@host:port/DATABASE)"
-                ));
-            }
-            return Ok(Self {
-                dialect: Dialect::MySql,
-                sqlx_url: uri.to_string(),
-            });
-        }
-        Err(format!(
-            "meta uri {uri:?} is neither mysql://user:pass@host:port/db nor sqlite://PATH"
-        ))
-    }
 }
 
 /// See [`MetaStore::fingerprint`].
@@ -224,7 +173,7 @@ impl MetaStore {
 
     async fn open(uri: &MetaUri, max_connections: u32) -> MetaResult<Self> {
         sqlx::any::install_default_drivers();
-        let dialect = uri.dialect;
+        let dialect = uri.dialect();
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
@@ -670,23 +619,6 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_meta_uris() {
-        let m = MetaUri::parse("mysql://root:123456@127.0.0.1:3306/milvus", None).unwrap();
-        assert_eq!(m.dialect, Dialect::MySql);
-        let s = MetaUri::parse("sqlite:///tmp/x/meta.sqlite", None).unwrap();
-        assert_eq!(s.sqlx_url, "sqlite:///tmp/x/meta.sqlite?mode=rwc");
-        let d = MetaUri::parse(
-            "sqlite://:@:/",
-            Some(std::path::Path::new("/d/meta.sqlite")),
-        )
-        .unwrap();
-        assert_eq!(d.sqlx_url, "sqlite:///d/meta.sqlite?mode=rwc");
-        assert!(MetaUri::parse("sqlite://:@:/", None).is_err());
-        assert!(MetaUri::parse("mysql://root@127.0.0.1:3306", None).is_err());
-        assert!(MetaUri::parse("postgres://x", None).is_err());
-    }
 
     #[test]
     fn milvus_date_matches_reference_example() {
