@@ -1,0 +1,182 @@
+//! The checks of a parsed [`Config`]: addresses, the metadata URI, limits and
+//! the log level, every problem reported as a [`ConfigError`].
+
+use std::collections::BTreeMap;
+
+use super::address::{check_address, PortZero};
+use super::byte_size::{ByteSize, MIB};
+use super::{Config, ConfigError};
+use crate::meta::MetaUri;
+
+/// The smallest accepted `server.max_message_size`.
+pub const MIN_MESSAGE_SIZE: ByteSize = ByteSize(4 * MIB);
+/// The largest accepted `server.max_message_size` (a gRPC frame length is a u32).
+pub const MAX_MESSAGE_SIZE: ByteSize = ByteSize(u32::MAX as u64);
+
+impl Config {
+    /// Checks every value and returns every problem found (empty when valid).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut report = |key: &str, message: String| errors.push(ConfigError::new(key, message));
+
+        if let Err(message) = check_address(&self.server.listen, PortZero::Allowed) {
+            report("server.listen", message);
+        }
+        if self.server.max_message_size < MIN_MESSAGE_SIZE {
+            report(
+                "server.max_message_size",
+                format!(
+                    "must be at least {MIN_MESSAGE_SIZE}, got {}",
+                    self.server.max_message_size
+                ),
+            );
+        } else if self.server.max_message_size > MAX_MESSAGE_SIZE {
+            report(
+                "server.max_message_size",
+                format!(
+                    "must be at most {} bytes (4GiB - 1, the gRPC frame limit), got {}",
+                    MAX_MESSAGE_SIZE.bytes(),
+                    self.server.max_message_size
+                ),
+            );
+        }
+
+        if let Err(message) = check_address(&self.metrics.listen, PortZero::Allowed) {
+            report("metrics.listen", message);
+        }
+
+        if self.meta.uri.trim().is_empty() {
+            report(
+                "meta.uri",
+                "required: the metadata database, e.g. \"mysql://root:pass@127.0.0.1:3306/milvus\" \
+                 (or set MISHARDS__META__URI / SQLALCHEMY_DATABASE_URI)"
+                    .to_string(),
+            );
+        } else if let Err(message) = MetaUri::parse(&self.meta.uri, None) {
+            report("meta.uri", message);
+        }
+        if self.meta.max_connections == 0 {
+            report("meta.max_connections", "must be at least 1".to_string());
+        }
+
+        if self.backends.writable.trim().is_empty() {
+            report(
+                "backends.writable",
+                "required: host:port of the writable Milvus node \
+                 (or set MISHARDS__BACKENDS__WRITABLE / WOSERVER)"
+                    .to_string(),
+            );
+        } else if let Err(message) = check_address(&self.backends.writable, PortZero::Rejected) {
+            report("backends.writable", message);
+        }
+        let mut first_seen: BTreeMap<(String, u16), usize> = BTreeMap::new();
+        for (index, address) in self.backends.readonly.iter().enumerate() {
+            let key = format!("backends.readonly[{index}]");
+            match check_address(address, PortZero::Rejected) {
+                Err(message) => report(&key, message),
+                Ok((host, port)) => {
+                    let identity = (host.to_ascii_lowercase(), port);
+                    if let Some(first) = first_seen.get(&identity) {
+                        report(
+                            &key,
+                            format!(
+                                "{address:?} is listed twice (also backends.readonly[{first}])"
+                            ),
+                        );
+                    } else {
+                        first_seen.insert(identity, index);
+                    }
+                }
+            }
+        }
+        if self.backends.connect_timeout.is_zero() {
+            report(
+                "backends.connect_timeout",
+                "must be greater than 0".to_string(),
+            );
+        }
+        if self.backends.virtual_nodes == 0 {
+            report("backends.virtual_nodes", "must be at least 1".to_string());
+        }
+
+        if self.topology.refresh_interval.is_zero() {
+            report(
+                "topology.refresh_interval",
+                "must be greater than 0".to_string(),
+            );
+        }
+
+        if let Err(message) = check_log_level(&self.log.level) {
+            report("log.level", message);
+        }
+        errors
+    }
+}
+
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let level = level.trim();
+    let expected =
+        "expected trace, debug, info, warn, error, off, or a filter like \"info,mishards=debug\"";
+    if level.contains('=') || level.contains(',') {
+        tracing_subscriber::EnvFilter::builder()
+            .parse(level)
+            .map(|_| ())
+            .map_err(|err| format!("{expected}; {err}"))
+    } else if LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+        Ok(())
+    } else {
+        Err(format!("{expected}, got {level:?}"))
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::byte_size::GIB;
+    use crate::config::test_support::*;
+
+    #[test]
+    fn default_config_misses_only_the_required_keys() {
+        assert_eq!(
+            keys(&Config::default().validate()),
+            vec!["meta.uri", "backends.writable"]
+        );
+        let errors = Config::load_from_str("", no_env).expect_err("required keys missing");
+        assert_eq!(keys(&errors), vec!["meta.uri", "backends.writable"]);
+    }
+
+    #[test]
+    fn writable_may_also_be_readonly() {
+        let text = format!("{MINIMAL}readonly = [\"10.0.0.1:19530\"]\n");
+        let config = Config::load_from_str(&text, no_env).expect("allowed");
+        assert_eq!(
+            config.backends.readonly,
+            vec![config.backends.writable.clone()]
+        );
+    }
+
+    #[test]
+    fn limits_and_zero_durations() {
+        let mut config = Config::load_from_str(MINIMAL, no_env).expect("valid");
+        config.server.max_message_size = ByteSize(5 * GIB);
+        config.backends.connect_timeout = Duration::ZERO;
+        config.topology.refresh_interval = Duration::ZERO;
+        config.meta.max_connections = 0;
+        config.backends.virtual_nodes = 0;
+        config.log.level = "infoo".to_string();
+        config.server.shutdown_grace = Duration::ZERO; // allowed: stop at once
+        assert_eq!(
+            keys(&config.validate()),
+            vec![
+                "server.max_message_size",
+                "meta.max_connections",
+                "backends.connect_timeout",
+                "backends.virtual_nodes",
+                "topology.refresh_interval",
+                "log.level",
+            ]
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Environment overrides `MISHARDS__<SECTION>__<KEY>`, applied on top of the
+//! file after the Mishards (Python) aliases, and the check for unknown ones.
+
+use std::collections::BTreeSet;
+
+use toml::Value;
+
+use super::mishards_python::apply_mishards_python_aliases;
+use super::source::{Entry, Origin, Sections};
+use super::{Config, ConfigError};
+
+/// The prefix of the environment overrides: `MISHARDS__<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "MISHARDS__";
+
+/// Every known `(section, key)` with its default value, which gives the type
+/// an environment string is converted to.
+pub(super) fn known_keys() -> Vec<(String, String, Value)> {
+    let Ok(Value::Table(sections)) = Value::try_from(Config::default()) else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    for (section, table) in sections {
+        if let Value::Table(table) = table {
+            for (key, default) in table {
+                keys.push((section.clone(), key, default));
+            }
+        }
+    }
+    keys
+}
+
+/// `MISHARDS__<SECTION>__<KEY>` for a section and key.
+pub fn env_variable_name(section: &str, key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}__{}",
+        section.to_ascii_uppercase(),
+        key.to_ascii_uppercase()
+    )
+}
+
+/// Errors for `MISHARDS__*` names in `names` that match no configuration key.
+pub fn unknown_env_overrides<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<ConfigError> {
+    let known: BTreeSet<String> = known_keys()
+        .into_iter()
+        .map(|(section, key, _)| env_variable_name(&section, &key))
+        .collect();
+    names
+        .into_iter()
+        .filter(|name| name.starts_with(ENV_PREFIX) && !known.contains(*name))
+        .map(|name| {
+            ConfigError::new(
+                name,
+                "unknown environment override; expected MISHARDS__<SECTION>__<KEY> \
+                 naming a key of config/mishards.toml",
+            )
+        })
+        .collect()
+}
+
+pub(super) fn set_from_env(
+    sections: &mut Sections,
+    section: &str,
+    key: &str,
+    value: Value,
+    variable: &str,
+) {
+    sections
+        .entry(section.to_string())
+        .or_default()
+        .entries
+        .insert(
+            key.to_string(),
+            Entry {
+                value,
+                origin: Origin::Env {
+                    variable: variable.to_string(),
+                },
+            },
+        );
+}
+
+pub(super) fn current_string(sections: &Sections, section: &str, key: &str) -> Option<String> {
+    match &sections.get(section)?.entries.get(key)?.value {
+        Value::String(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+pub(super) fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+pub(super) fn apply_env_overrides(
+    sections: &mut Sections,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    apply_mishards_python_aliases(sections, env, errors);
+    for (section, key, default) in known_keys() {
+        let variable = env_variable_name(&section, &key);
+        let Some(raw) = env(&variable) else {
+            continue;
+        };
+        let raw = raw.trim();
+        let value = match default {
+            Value::Integer(_) => match raw.parse::<i64>() {
+                Ok(number) => Value::Integer(number),
+                Err(_) => {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{key}"),
+                        format!("{variable}: expected an integer, got {raw:?}"),
+                    ));
+                    continue;
+                }
+            },
+            Value::Boolean(_) => match raw.parse::<bool>() {
+                Ok(flag) => Value::Boolean(flag),
+                Err(_) => {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{key}"),
+                        format!("{variable}: expected true or false, got {raw:?}"),
+                    ));
+                    continue;
+                }
+            },
+            Value::Array(_) => Value::Array(
+                split_list(raw)
+                    .map(|item| Value::String(item.to_string()))
+                    .collect(),
+            ),
+            _ => Value::String(raw.to_string()),
+        };
+        set_from_env(sections, &section, &key, value, &variable);
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::byte_size::MIB;
+    use crate::config::source::SECTION_NAMES;
+    use crate::config::test_support::*;
+    use crate::config::{ByteSize, LogFormat};
+
+    #[test]
+    fn example_file_documents_every_key_and_env_variable() {
+        for (section, key, _) in known_keys() {
+            let line = format!("{key} =");
+            assert!(
+                EXAMPLE.contains(&line),
+                "config/mishards.toml lacks {section}.{key}"
+            );
+            let variable = env_variable_name(&section, &key);
+            assert!(
+                EXAMPLE.contains(&variable),
+                "config/mishards.toml lacks {variable}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_keys_cover_every_section() {
+        let sections: BTreeSet<String> = known_keys().into_iter().map(|(s, _, _)| s).collect();
+        let expected: BTreeSet<String> = SECTION_NAMES.iter().map(|s| s.to_string()).collect();
+        assert_eq!(sections, expected);
+    }
+
+    #[test]
+    fn env_overrides_use_the_double_underscore_scheme() {
+        let env = env_of(&[
+            ("MISHARDS__BACKENDS__WRITABLE", "10.0.0.9:19530"),
+            (
+                "MISHARDS__BACKENDS__READONLY",
+                "10.0.0.2:19530, 10.0.0.3:19530,",
+            ),
+            ("MISHARDS__TOPOLOGY__REFRESH_INTERVAL", "1s"),
+            ("MISHARDS__BACKENDS__VIRTUAL_NODES", "32"),
+            ("MISHARDS__SERVER__MAX_MESSAGE_SIZE", "64MiB"),
+            ("MISHARDS__LOG__FORMAT", "json"),
+        ]);
+        let config = Config::load_from_str(MINIMAL, env).expect("valid");
+        assert_eq!(config.backends.writable, "10.0.0.9:19530");
+        assert_eq!(
+            config.backends.readonly,
+            vec!["10.0.0.2:19530", "10.0.0.3:19530"]
+        );
+        assert_eq!(config.topology.refresh_interval, Duration::from_secs(1));
+        assert_eq!(config.backends.virtual_nodes, 32);
+        assert_eq!(config.server.max_message_size, ByteSize(64 * MIB));
+        assert_eq!(config.log.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let env = env_of(&[
+            ("MISHARDS__BACKENDS__VIRTUAL_NODES", "many"),
+            ("MISHARDS__TOPOLOGY__REFRESH_INTERVAL", "soon"),
+            ("MISHARDS__BACKENDS__WRITABLE", "nohost"),
+        ]);
+        let errors = Config::load_from_str(MINIMAL, env).expect_err("bad env values");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let by_key = |key: &str| {
+            errors
+                .iter()
+                .find(|error| error.key == key)
+                .unwrap_or_else(|| panic!("no error for {key}: {errors:?}"))
+                .to_string()
+        };
+        assert!(by_key("backends.virtual_nodes").contains("MISHARDS__BACKENDS__VIRTUAL_NODES"));
+        assert!(
+            by_key("topology.refresh_interval").contains("MISHARDS__TOPOLOGY__REFRESH_INTERVAL")
+        );
+        assert!(by_key("backends.writable").contains("MISHARDS__BACKENDS__WRITABLE"));
+    }
+
+    #[test]
+    fn new_env_scheme_wins_over_python_aliases_and_the_file() {
+        let env = env_of(&[
+            ("WOSERVER", "tcp://from-alias:19530"),
+            ("MISHARDS__BACKENDS__WRITABLE", "from-new-scheme:19530"),
+            ("SERVER_PORT", "19600"),
+        ]);
+        let text = format!("{MINIMAL}\n[server]\nlisten = \"127.0.0.1:1\"\n");
+        let config = Config::load_from_str(&text, env).expect("valid");
+        assert_eq!(config.backends.writable, "from-new-scheme:19530");
+        assert_eq!(
+            config.server.listen, "127.0.0.1:19600",
+            "SERVER_PORT keeps the file's host"
+        );
+    }
+}

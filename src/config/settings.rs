@@ -1,0 +1,202 @@
+//! The typed settings of `mishards serve`: one struct per TOML section
+//! (`server`, `metrics`, `meta`, `backends`, `topology`, `log`), with their defaults.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::byte_size::{ByteSize, GIB};
+
+/// The port Milvus and Mishards listen on by default.
+pub const DEFAULT_MILVUS_PORT: u16 = 19530;
+
+/// The whole configuration of `mishards serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub metrics: MetricsConfig,
+    pub meta: MetaConfig,
+    pub backends: BackendsConfig,
+    pub topology: TopologyConfig,
+    pub log: LogConfig,
+}
+
+/// `[server]`: the gRPC endpoint clients connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port` to bind; port 0 picks a free port.
+    pub listen: String,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_size: ByteSize,
+    /// How long in-flight requests may finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: format!("0.0.0.0:{DEFAULT_MILVUS_PORT}"),
+            max_message_size: ByteSize(GIB),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint (`/metrics`, `/livez`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to bind; port 0 picks a free port.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "0.0.0.0:9090".to_string(),
+        }
+    }
+}
+
+/// `[meta]`: the Milvus metadata database shared by the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaConfig {
+    /// `mysql://user[:pass]@host[:port]/db`, `sqlite://PATH` or `sqlite::memory:`.
+    /// Required; the empty default fails validation.
+    pub uri: String,
+    /// Size of the connection pool.
+    pub max_connections: u32,
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig {
+            uri: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+/// `[backends]`: the Milvus nodes behind the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// `host:port` of the writable node. Required; the empty default fails validation.
+    pub writable: String,
+    /// `host:port` of each read-only node.
+    pub readonly: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Deadline of a non-search call to a backend; zero means none.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Deadline of a search call to a backend; zero means none (as in pymilvus).
+    #[serde(with = "humantime_serde")]
+    pub search_timeout: Duration,
+    /// Points per node on the consistent-hash ring.
+    pub virtual_nodes: u32,
+}
+
+impl BackendsConfig {
+    /// `request_timeout`, with zero meaning no deadline.
+    pub fn request_deadline(&self) -> Option<Duration> {
+        non_zero(self.request_timeout)
+    }
+
+    /// `search_timeout`, with zero meaning no deadline.
+    pub fn search_deadline(&self) -> Option<Duration> {
+        non_zero(self.search_timeout)
+    }
+}
+
+fn non_zero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+impl Default for BackendsConfig {
+    fn default() -> Self {
+        BackendsConfig {
+            writable: String::new(),
+            readonly: Vec::new(),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::ZERO,
+            search_timeout: Duration::ZERO,
+            virtual_nodes: crate::ring::DEFAULT_VIRTUAL_NODES as u32,
+        }
+    }
+}
+
+/// `[topology]`: how often the proxy re-reads the backend list and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopologyConfig {
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            refresh_interval: Duration::from_millis(300),
+        }
+    }
+}
+
+/// `[log]`: logging to stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or a
+    /// `tracing` filter such as `info,mishards::proxy=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::*;
+    use crate::config::Config;
+
+    #[test]
+    fn defaults_fill_every_optional_key() {
+        let config = Config::load_from_str(MINIMAL, no_env).expect("minimal config is valid");
+        assert_eq!(config.server.listen, "0.0.0.0:19530");
+        assert_eq!(config.server.max_message_size, ByteSize(GIB));
+        assert_eq!(config.server.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.metrics.listen, "0.0.0.0:9090");
+        assert_eq!(config.meta.max_connections, 8);
+        assert!(config.backends.readonly.is_empty());
+        assert_eq!(config.backends.connect_timeout, Duration::from_secs(3));
+        assert_eq!(config.backends.request_deadline(), None);
+        assert_eq!(config.backends.search_deadline(), None);
+        assert_eq!(
+            config.backends.virtual_nodes as usize,
+            crate::ring::DEFAULT_VIRTUAL_NODES
+        );
+        assert_eq!(config.topology.refresh_interval, Duration::from_millis(300));
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+}
