@@ -1,0 +1,344 @@
+//! An in-process cluster for the scenarios: one writable node, N read-only
+//! nodes and (unless asked otherwise) the proxy, on 127.0.0.1 ephemeral ports,
+//! sharing one directory and one metadata database: SQLite or a throw-away
+//! MySQL database.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mishards::config::Config;
+use mishards::node::{self, NodeOptions, Role, RunningNode};
+use mishards::proxy::{self, RunningProxy};
+use rand::Rng;
+use sqlx::Connection;
+
+use super::calls::{create_collection, Client};
+use super::collection::TestCollection;
+
+/// Environment variable with the MySQL server URL, e.g. `mysql://root@127.0.0.1:3306`.
+pub const MYSQL_ENV: &str = "MISHARDS_TEST_MYSQL";
+
+/// Which metadata database the cluster shares.
+#[derive(Clone, Debug)]
+pub enum MetaKind {
+    Sqlite,
+    /// The server URL without a database.
+    MySql(String),
+}
+
+impl MetaKind {
+    /// The MySQL variant, or `None` (with a printed note) when the env var is unset.
+    pub fn mysql_or_skip(test: &str) -> Option<MetaKind> {
+        match std::env::var(MYSQL_ENV) {
+            Ok(url) if !url.trim().is_empty() => Some(MetaKind::MySql(url.trim().to_string())),
+            _ => {
+                eprintln!("SKIPPED {test}: set {MYSQL_ENV}=mysql://user@host:port to run it");
+                None
+            }
+        }
+    }
+
+    /// "sqlite" or "mysql", to say in assertion messages which run failed.
+    pub fn label(&self) -> &'static str {
+        match self {
+            MetaKind::Sqlite => "sqlite",
+            MetaKind::MySql(_) => "mysql",
+        }
+    }
+}
+
+/// Runs each scenario `async fn name(kind: MetaKind)` as two tests,
+/// `name::sqlite` and `name::mysql` (the latter skipped with a note when
+/// `MISHARDS_TEST_MYSQL` is unset).
+macro_rules! on_both_databases {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::common::MetaKind::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let test = concat!(stringify!($scenario), "::mysql");
+                if let Some(kind) = $crate::common::MetaKind::mysql_or_skip(test) {
+                    super::$scenario(kind).await;
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_databases;
+
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A uniquely named MySQL database, dropped when this guard is dropped
+/// (also when the test panics).
+pub struct MysqlDatabase {
+    admin_url: String,
+    pub name: String,
+    /// The `mysql://.../<name>` URI for the nodes and the proxy.
+    pub uri: String,
+}
+
+impl MysqlDatabase {
+    pub async fn create(server_url: &str) -> MysqlDatabase {
+        let mut url = url::Url::parse(server_url).expect("MISHARDS_TEST_MYSQL is a URL");
+        url.set_path("");
+        url.set_query(None);
+        let admin_url = url.to_string().trim_end_matches('/').to_string();
+        let name = format!("mishards_t_{:016x}", rand::rng().random::<u64>());
+        let mut conn = sqlx::mysql::MySqlConnection::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+        sqlx::query(&format!("CREATE DATABASE `{name}`"))
+            .execute(&mut conn)
+            .await
+            .expect("CREATE DATABASE");
+        let _ = conn.close().await;
+        let uri = format!("{admin_url}/{name}");
+        MysqlDatabase {
+            admin_url,
+            name,
+            uri,
+        }
+    }
+}
+
+impl Drop for MysqlDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Own thread and runtime: Drop may run inside (or outside) a tokio runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = sqlx::mysql::MySqlConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = conn.close().await;
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("cannot drop test database {}: {e}", self.name),
+            Err(_) => eprintln!("dropping test database {} panicked", self.name),
+        }
+    }
+}
+
+/// How the writable node of a cluster merges.
+#[derive(Clone, Copy, Debug)]
+pub struct WriterTiming {
+    pub merge_interval: Duration,
+    pub cleanup_delay: Duration,
+}
+
+impl WriterTiming {
+    /// No background merges: every flush stays its own segment file.
+    pub const NO_MERGES: WriterTiming = WriterTiming {
+        merge_interval: Duration::ZERO,
+        cleanup_delay: Duration::from_secs(10),
+    };
+}
+
+/// The read-only nodes a cluster has unless told otherwise.
+pub const READERS: usize = 3;
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn client_of(addr: SocketAddr) -> Client {
+    mishards::grpc::client(
+        &addr.to_string(),
+        Duration::from_secs(3),
+        mishards::grpc::DEFAULT_MAX_MESSAGE_SIZE,
+    )
+    .expect("a client for a loopback address")
+}
+
+/// A proxy config on ephemeral loopback ports (server and metrics) over
+/// `meta_uri`, with `writable` and `readonly` as its backends; every other
+/// setting is the default.
+pub fn proxy_config(meta_uri: &str, writable: &str, readonly: Vec<String>) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".to_string();
+    config.metrics.listen = "127.0.0.1:0".to_string();
+    config.meta.uri = meta_uri.to_string();
+    config.backends.writable = writable.to_string();
+    config.backends.readonly = readonly;
+    config
+}
+
+/// What [`Cluster`] to start: `Cluster::with(&kind).readers(0).merging(t).start()`.
+pub struct ClusterBuilder {
+    kind: MetaKind,
+    readers: usize,
+    timing: WriterTiming,
+}
+
+impl ClusterBuilder {
+    /// How many read-only nodes (the proxy is configured with exactly these;
+    /// with none it sends searches to the writer).
+    pub fn readers(mut self, readers: usize) -> Self {
+        self.readers = readers;
+        self
+    }
+
+    /// How the writer merges (default: [`WriterTiming::NO_MERGES`]).
+    pub fn merging(mut self, timing: WriterTiming) -> Self {
+        self.timing = timing;
+        self
+    }
+
+    pub async fn start(self) -> Cluster {
+        init_logging();
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let (meta_uri, database) = match &self.kind {
+            MetaKind::Sqlite => (
+                format!("sqlite://{}/db/meta.sqlite", data_dir.path().display()),
+                None,
+            ),
+            MetaKind::MySql(server) => {
+                let db = MysqlDatabase::create(server).await;
+                (db.uri.clone(), Some(db))
+            }
+        };
+        let node_options = |role: Role| {
+            let mut o = NodeOptions::new(
+                role,
+                loopback(),
+                data_dir.path().to_path_buf(),
+                meta_uri.clone(),
+            );
+            o.flush_interval = Duration::from_secs(1);
+            o.merge_interval = self.timing.merge_interval;
+            o.cleanup_delay = self.timing.cleanup_delay;
+            o.cache_bytes = 256 << 20;
+            o
+        };
+        // The writer first: it creates the schema the others then find.
+        let writer = node::start(node_options(Role::Writable))
+            .await
+            .expect("writable node starts");
+        let mut readers = Vec::new();
+        for _ in 0..self.readers {
+            readers.push(Some(
+                node::start(node_options(Role::ReadOnly))
+                    .await
+                    .expect("read-only node starts"),
+            ));
+        }
+        let reader_addrs = readers
+            .iter()
+            .flatten()
+            .map(|r| r.addr.to_string())
+            .collect();
+        let mut config = proxy_config(&meta_uri, &writer.addr.to_string(), reader_addrs);
+        config.backends.connect_timeout = Duration::from_secs(1);
+        config.backends.request_timeout = Duration::from_secs(20);
+        config.backends.search_timeout = Duration::from_secs(20);
+        config.topology.refresh_interval = Duration::from_millis(100);
+        let proxy = proxy::start(config).await.expect("proxy starts");
+        let client = client_of(proxy.addr);
+        Cluster {
+            kind: self.kind,
+            proxy: Some(proxy),
+            writer: Some(writer),
+            readers,
+            client,
+            _data_dir: data_dir,
+            _database: database,
+        }
+    }
+}
+
+/// One writable node, read-only nodes and the proxy in front of them.
+pub struct Cluster {
+    /// The metadata database the cluster shares.
+    pub kind: MetaKind,
+    pub proxy: Option<RunningProxy>,
+    pub writer: Option<RunningNode>,
+    pub readers: Vec<Option<RunningNode>>,
+    /// A client of the proxy.
+    pub client: Client,
+    // Dropped last: the directory and the database outlive the servers.
+    _data_dir: tempfile::TempDir,
+    _database: Option<MysqlDatabase>,
+}
+
+impl Cluster {
+    /// A cluster of [`READERS`] read-only nodes whose writer never merges.
+    pub async fn start(kind: &MetaKind) -> Cluster {
+        Cluster::with(kind).start().await
+    }
+
+    /// A cluster to configure before it starts.
+    pub fn with(kind: &MetaKind) -> ClusterBuilder {
+        ClusterBuilder {
+            kind: kind.clone(),
+            readers: READERS,
+            timing: WriterTiming::NO_MERGES,
+        }
+    }
+
+    /// Creates a collection through the proxy, and a handle on it.
+    pub async fn collection(&self, name: &str, dim: usize, metric: i32) -> TestCollection {
+        let mut client = self.client.clone();
+        create_collection(&mut client, name, dim as i64, metric).await;
+        TestCollection::new(client, self.kind.label(), name, dim, metric)
+    }
+
+    /// A client of the writable node itself, bypassing the proxy.
+    pub fn writer_client(&self) -> Client {
+        client_of(self.writer.as_ref().expect("writer runs").addr)
+    }
+
+    pub fn reader_addrs(&self) -> Vec<SocketAddr> {
+        self.readers.iter().flatten().map(|r| r.addr).collect()
+    }
+
+    /// Stops read-only node `i` (its files must move to the next ring node).
+    pub async fn stop_reader(&mut self, i: usize) -> SocketAddr {
+        let node = self.readers[i].take().expect("reader is running");
+        let addr = node.addr;
+        node.stop().await.expect("read-only node stops cleanly");
+        addr
+    }
+
+    /// Stops the writable node; the proxy and the read-only nodes go on.
+    pub async fn stop_writer(&mut self) {
+        let writer = self.writer.take().expect("writer runs");
+        writer.stop().await.expect("writer stops");
+    }
+
+    /// Stops the proxy, then every node; the database and directory go last.
+    pub async fn stop(mut self) {
+        if let Some(p) = self.proxy.take() {
+            p.stop(Duration::from_secs(2)).await.expect("proxy stops");
+        }
+        for r in self.readers.iter_mut() {
+            if let Some(r) = r.take() {
+                r.stop().await.expect("read-only node stops");
+            }
+        }
+        if let Some(w) = self.writer.take() {
+            w.stop().await.expect("writable node stops");
+        }
+    }
+}
