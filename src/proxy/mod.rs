@@ -2,8 +2,8 @@
 //! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
 //! -> gRPC service, plus the metrics endpoint and background refreshers.
 
-pub mod degraded;
-pub mod passthrough;
+pub mod meta_from_snapshot;
+pub mod raw_insert;
 pub mod route;
 pub mod service;
 
@@ -89,12 +89,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
-    let raw_insert = passthrough::RawInsert::new(
+    let raw_insert = raw_insert::RawInsert::new(
         backends.writable.clone(),
         metrics.clone(),
         config.backends.request_deadline(),
     );
-    let routes = passthrough::InsertPassthrough::new(
+    let routes = raw_insert::InsertPassthrough::new(
         crate::grpc::milvus_server(service, max),
         raw_insert,
         max,

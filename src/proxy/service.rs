@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tonic::{Request, Response};
 
-use super::degraded;
+use super::meta_from_snapshot;
 use super::route::{self, RoutePlan};
 use crate::backend::{Backend, Backends};
 use crate::merge::{self, TopKHits};
@@ -607,7 +607,7 @@ impl MilvusService for ProxyService {
             req,
             "HasCollection",
             has_collection,
-            |s, r: &CollectionName| { degraded::has_collection(s, &r.collection_name) }
+            |s, r: &CollectionName| { meta_from_snapshot::has_collection(s, &r.collection_name) }
         )
     }
 
@@ -620,7 +620,9 @@ impl MilvusService for ProxyService {
             req,
             "DescribeCollection",
             describe_collection,
-            |s, r: &CollectionName| { degraded::describe_collection(s, &r.collection_name) }
+            |s, r: &CollectionName| {
+                meta_from_snapshot::describe_collection(s, &r.collection_name)
+            }
         )
     }
 
@@ -633,7 +635,7 @@ impl MilvusService for ProxyService {
             req,
             "CountCollection",
             count_collection,
-            |s, r: &CollectionName| { degraded::count_collection(s, &r.collection_name) }
+            |s, r: &CollectionName| { meta_from_snapshot::count_collection(s, &r.collection_name) }
         )
     }
 
@@ -643,7 +645,7 @@ impl MilvusService for ProxyService {
             req,
             "ShowCollections",
             show_collections,
-            |s, _r: &Command| { Ok(degraded::show_collections(s)) }
+            |s, _r: &Command| { Ok(meta_from_snapshot::show_collections(s)) }
         )
     }
 
@@ -668,7 +670,7 @@ impl MilvusService for ProxyService {
             req,
             "DescribeIndex",
             describe_index,
-            |s, r: &CollectionName| { degraded::describe_index(s, &r.collection_name) }
+            |s, r: &CollectionName| { meta_from_snapshot::describe_index(s, &r.collection_name) }
         )
     }
 
@@ -686,7 +688,9 @@ impl MilvusService for ProxyService {
             req,
             "HasPartition",
             has_partition,
-            |s, r: &PartitionParam| { degraded::has_partition(s, &r.collection_name, &r.tag) }
+            |s, r: &PartitionParam| {
+                meta_from_snapshot::has_partition(s, &r.collection_name, &r.tag)
+            }
         )
     }
 
@@ -696,7 +700,7 @@ impl MilvusService for ProxyService {
             req,
             "ShowPartitions",
             show_partitions,
-            |s, r: &CollectionName| { degraded::show_partitions(s, &r.collection_name) }
+            |s, r: &CollectionName| { meta_from_snapshot::show_partitions(s, &r.collection_name) }
         )
     }
 
@@ -704,7 +708,7 @@ impl MilvusService for ProxyService {
         forward!(self, req, "DropPartition", drop_partition, invalidate)
     }
 
-    /// The served path for Insert is `passthrough::RawInsert`, which forwards
+    /// The served path for Insert is `raw_insert::RawInsert`, which forwards
     /// the bytes without decoding them; this decoded form serves direct users
     /// of `ProxyService`.
     async fn insert(&self, req: Request<InsertParam>) -> RpcResult<VectorIds> {
