@@ -5,6 +5,7 @@
 pub mod meta_from_snapshot;
 pub mod raw_insert;
 pub mod route;
+pub mod rpc_metrics;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -15,11 +16,17 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tower::Layer;
+
+use self::raw_insert::{InsertPassthrough, RawInsert};
+use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
+use self::service::ProxyService;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::meta::{MetaStore, MetaUri};
 use crate::telemetry::{self, Metrics};
 use crate::topology::Topology;
+use crate::wire::milvus_service_server::MilvusServiceServer;
 
 /// How often every backend is probed with `Cmd("status")`.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -74,7 +81,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
     }
     let backends = Arc::new(Backends::new(&config, metrics.clone())?);
-    let service = service::ProxyService::new(
+    let service = ProxyService::new(
         backends.clone(),
         topology.clone(),
         metrics.clone(),
@@ -89,16 +96,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
-    let raw_insert = raw_insert::RawInsert::new(
+    let raw_insert = RawInsert::new(
         backends.writable.clone(),
-        metrics.clone(),
         config.backends.request_deadline(),
     );
-    let routes = raw_insert::InsertPassthrough::new(
-        crate::grpc::milvus_server(service, max),
-        raw_insert,
-        max,
-    );
+    let routes = grpc_routes(service, raw_insert, metrics.clone(), max);
     let server = tokio::spawn(async move {
         crate::grpc::serve_routes(listener, routes, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
@@ -147,6 +149,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         metrics_server,
         background,
     })
+}
+
+/// The proxy's gRPC stack, outermost first: per-RPC metrics around every
+/// call, the zero-decode Insert path, the generated server over `service`.
+pub fn grpc_routes(
+    service: ProxyService,
+    raw_insert: RawInsert,
+    metrics: Arc<Metrics>,
+    max_message_size: usize,
+) -> RpcMetrics<InsertPassthrough<MilvusServiceServer<ProxyService>>> {
+    let server = crate::grpc::milvus_server(service, max_message_size);
+    RpcMetricsLayer::new(metrics).layer(InsertPassthrough::new(
+        server,
+        raw_insert,
+        max_message_size,
+    ))
 }
 
 /// Resolves "host:port" (a name or an IP) to one socket address.

@@ -1,7 +1,7 @@
 //! The proxy's `milvus.grpc.MilvusService`: writes and admin calls go to the
 //! writable node unchanged; searches are planned over the topology snapshot,
 //! fanned out as `SearchInFiles` to read-only nodes in parallel, and merged.
-//! Every call is timed and counted; every failure is a Milvus status.
+//! Every failure is a Milvus status; `rpc_metrics` times and counts every call.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use tonic::{Request, Response};
 
 use super::meta_from_snapshot;
 use super::route::{self, RoutePlan};
+use super::rpc_metrics::reply;
 use crate::backend::{Backend, Backends};
 use crate::merge::{self, TopKHits};
-use crate::status::{code_name, respond, MilvusError, MilvusResult, Reply};
+use crate::status::{MilvusError, MilvusResult, Reply};
 use crate::telemetry::Metrics;
 use crate::topology::{CollectionView, Snapshot, Topology};
 use crate::types::MetricType;
@@ -48,25 +49,6 @@ impl ProxyService {
             request_timeout,
             search_timeout,
         }
-    }
-
-    /// Records the call's outcome and latency, then builds the gRPC answer.
-    fn finish<T: Reply>(
-        &self,
-        method: &str,
-        started: Instant,
-        result: MilvusResult<T>,
-    ) -> RpcResult<T> {
-        let code = match &result {
-            Ok(r) => r.status().map_or(0, |s| s.error_code),
-            Err(e) => e.code as i32,
-        };
-        if let Err(e) = &result {
-            tracing::debug!(method, code = code_name(code), reason = %e.reason, "request failed");
-        }
-        self.metrics
-            .observe_request(method, code_name(code), started.elapsed().as_secs_f64());
-        respond(result)
     }
 
     /// Sends a call to the writable node, unchanged; never retried.
@@ -545,12 +527,11 @@ fn is_stale_file_error(e: &MilvusError) -> bool {
 /// Forwards one RPC to the writable node, optionally invalidating the topology after.
 macro_rules! forward {
     ($self:ident, $req:ident, $method:literal, $call:ident) => {{
-        let started = Instant::now();
         let request = $req.into_inner();
         let result = $self
             .to_writer($method, |mut c| async move { c.$call(request).await })
             .await;
-        $self.finish($method, started, result)
+        reply(result)
     }};
     ($self:ident, $req:ident, $method:literal, $call:ident, invalidate) => {{
         let reply = forward!($self, $req, $method, $call);
@@ -565,7 +546,6 @@ macro_rules! forward {
 /// unreachable (`ProxyService::read_any`).
 macro_rules! read_any {
     ($self:ident, $req:ident, $method:literal, $call:ident) => {{
-        let started = Instant::now();
         let request = $req.into_inner();
         let result = $self
             .read_any($method, |mut c| {
@@ -573,7 +553,7 @@ macro_rules! read_any {
                 async move { c.$call(request).await }
             })
             .await;
-        $self.finish($method, started, result)
+        reply(result)
     }};
 }
 
@@ -581,7 +561,6 @@ macro_rules! read_any {
 /// when the writer is unreachable (`ProxyService::read_meta`).
 macro_rules! read_meta {
     ($self:ident, $req:ident, $method:literal, $call:ident, $from_snapshot:expr) => {{
-        let started = Instant::now();
         let request = $req.into_inner();
         let forwarded = request.clone();
         let result = $self
@@ -591,7 +570,7 @@ macro_rules! read_meta {
                 |snap: &Snapshot| ($from_snapshot)(snap, &request),
             )
             .await;
-        $self.finish($method, started, result)
+        reply(result)
     }};
 }
 
@@ -724,33 +703,26 @@ impl MilvusService for ProxyService {
     }
 
     async fn search(&self, req: Request<SearchParam>) -> RpcResult<TopKQueryResult> {
-        let started = Instant::now();
-        let _inflight = self.metrics.inflight();
         let result = self.search_request(req.into_inner()).await;
-        self.finish("Search", started, result)
+        reply(result)
     }
 
     async fn search_by_id(&self, req: Request<SearchByIdParam>) -> RpcResult<TopKQueryResult> {
-        let started = Instant::now();
-        let _inflight = self.metrics.inflight();
         let result = self.search_by_id_request(req.into_inner()).await;
-        self.finish("SearchByID", started, result)
+        reply(result)
     }
 
     async fn search_in_files(
         &self,
         req: Request<SearchInFilesParam>,
     ) -> RpcResult<TopKQueryResult> {
-        let started = Instant::now();
-        let _inflight = self.metrics.inflight();
         let result = self.search_in_files_request(req.into_inner()).await;
-        self.finish("SearchInFiles", started, result)
+        reply(result)
     }
 
     async fn cmd(&self, req: Request<Command>) -> RpcResult<StringReply> {
-        let started = Instant::now();
         let result = self.cmd_request(req.into_inner().cmd).await;
-        self.finish("Cmd", started, result)
+        reply(result)
     }
 
     async fn delete_by_id(&self, req: Request<DeleteByIdParam>) -> RpcResult<Status> {
@@ -758,7 +730,6 @@ impl MilvusService for ProxyService {
     }
 
     async fn preload_collection(&self, req: Request<PreloadCollectionParam>) -> RpcResult<Status> {
-        let started = Instant::now();
         let p = req.into_inner();
         let result = self
             .broadcast("PreloadCollection", move |mut c| {
@@ -766,11 +737,10 @@ impl MilvusService for ProxyService {
                 async move { c.preload_collection(p).await }
             })
             .await;
-        self.finish("PreloadCollection", started, result)
+        reply(result)
     }
 
     async fn release_collection(&self, req: Request<PreloadCollectionParam>) -> RpcResult<Status> {
-        let started = Instant::now();
         let p = req.into_inner();
         let result = self
             .broadcast("ReleaseCollection", move |mut c| {
@@ -778,13 +748,12 @@ impl MilvusService for ProxyService {
                 async move { c.release_collection(p).await }
             })
             .await;
-        self.finish("ReleaseCollection", started, result)
+        reply(result)
     }
 
     async fn reload_segments(&self, req: Request<ReLoadSegmentsParam>) -> RpcResult<Status> {
-        let started = Instant::now();
         let result = self.reload_segments_request(req.into_inner()).await;
-        self.finish("ReloadSegments", started, result)
+        reply(result)
     }
 
     async fn flush(&self, req: Request<FlushParam>) -> RpcResult<Status> {
