@@ -1,11 +1,22 @@
 //! The sharding proxy: one Milvus 1.x address in front of a writable node and
 //! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
 //! -> gRPC service, plus the metrics endpoint and background refreshers.
+//!
+//! A call passes `rpc_metrics` (per-RPC telemetry, one tower layer), then
+//! `raw_insert` (Insert, forwarded as bytes) or `service` (one line per RPC).
+//! A search is planned in `route`, then fanned out and merged in `search`;
+//! writes, admin calls and reads go through `forward` (with
+//! `meta_from_snapshot` when the writer is down); `cmd` answers `Cmd`.
+//! `cluster` is the state they share.
 
+mod cluster;
+mod cmd;
+mod forward;
 pub mod meta_from_snapshot;
 pub mod raw_insert;
 pub mod route;
 pub mod rpc_metrics;
+mod search;
 pub mod service;
 
 use std::net::SocketAddr;
