@@ -159,7 +159,8 @@ impl Metrics {
     }
 
     /// One handled RPC at the proxy: method name (e.g. "Search"), Milvus status
-    /// code name ("SUCCESS", "ILLEGAL_TOPK"...) or gRPC code.
+    /// code name ("SUCCESS", "ILLEGAL_TOPK"...) or gRPC code ("UNIMPLEMENTED").
+    /// The proxy's `rpc_metrics` layer calls it once per RPC.
     pub fn observe_request(&self, method: &str, status: &str, seconds: f64) {
         self.requests
             .get_or_create(&[

@@ -1,10 +1,22 @@
 //! The sharding proxy: one Milvus 1.x address in front of a writable node and
 //! read-only nodes. `start` wires config -> metadata snapshot -> backend pool
 //! -> gRPC service, plus the metrics endpoint and background refreshers.
+//!
+//! A call passes `rpc_metrics` (per-RPC telemetry, one tower layer), then
+//! `raw_insert` (Insert, forwarded as bytes) or `service` (one line per RPC).
+//! A search is planned in `route`, then fanned out and merged in `search`;
+//! writes, admin calls and reads go through `forward` (with
+//! `meta_from_snapshot` when the writer is down); `cmd` answers `Cmd`.
+//! `cluster` is the state they share.
 
-pub mod degraded;
-pub mod passthrough;
+mod cluster;
+mod cmd;
+mod forward;
+pub mod meta_from_snapshot;
+pub mod raw_insert;
 pub mod route;
+pub mod rpc_metrics;
+mod search;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -15,11 +27,17 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use tower::Layer;
+
+use self::raw_insert::{InsertPassthrough, RawInsert};
+use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
+use self::service::ProxyService;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::meta::{MetaStore, MetaUri};
 use crate::telemetry::{self, Metrics};
 use crate::topology::Topology;
+use crate::wire::milvus_service_server::MilvusServiceServer;
 
 /// How often every backend is probed with `Cmd("status")`.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
@@ -74,7 +92,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
     }
     let backends = Arc::new(Backends::new(&config, metrics.clone())?);
-    let service = service::ProxyService::new(
+    let service = ProxyService::new(
         backends.clone(),
         topology.clone(),
         metrics.clone(),
@@ -89,16 +107,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
-    let raw_insert = passthrough::RawInsert::new(
+    let raw_insert = RawInsert::new(
         backends.writable.clone(),
-        metrics.clone(),
         config.backends.request_deadline(),
     );
-    let routes = passthrough::InsertPassthrough::new(
-        crate::grpc::milvus_server(service, max),
-        raw_insert,
-        max,
-    );
+    let routes = grpc_routes(service, raw_insert, metrics.clone(), max);
     let server = tokio::spawn(async move {
         crate::grpc::serve_routes(listener, routes, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
@@ -147,6 +160,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         metrics_server,
         background,
     })
+}
+
+/// The proxy's gRPC stack, outermost first: per-RPC metrics around every
+/// call, the zero-decode Insert path, the generated server over `service`.
+pub fn grpc_routes(
+    service: ProxyService,
+    raw_insert: RawInsert,
+    metrics: Arc<Metrics>,
+    max_message_size: usize,
+) -> RpcMetrics<InsertPassthrough<MilvusServiceServer<ProxyService>>> {
+    let server = crate::grpc::milvus_server(service, max_message_size);
+    RpcMetricsLayer::new(metrics).layer(InsertPassthrough::new(
+        server,
+        raw_insert,
+        max_message_size,
+    ))
 }
 
 /// Resolves "host:port" (a name or an IP) to one socket address.

@@ -6,17 +6,17 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
 use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 
+use super::rpc_metrics::ReplyCode;
 use crate::backend::Backend;
 use crate::grpc::RawCodec;
 use crate::status::{code_name, Reply};
-use crate::telemetry::Metrics;
 use crate::wire::VectorIds;
 
 pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
@@ -24,24 +24,19 @@ pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
 /// Forwards encoded `InsertParam` messages to the writable node.
 pub struct RawInsert {
     writer: Arc<Backend>,
-    metrics: Arc<Metrics>,
     timeout: Option<Duration>,
 }
 
 impl RawInsert {
-    pub fn new(writer: Arc<Backend>, metrics: Arc<Metrics>, timeout: Option<Duration>) -> Self {
-        Self {
-            writer,
-            metrics,
-            timeout,
-        }
+    pub fn new(writer: Arc<Backend>, timeout: Option<Duration>) -> Self {
+        Self { writer, timeout }
     }
 
     /// Forwards one insert; the reply is the writer's `VectorIds`, or a
-    /// `VectorIds` carrying the error when the writer cannot be reached.
+    /// `VectorIds` carrying the error when the writer cannot be reached,
+    /// tagged with its Milvus status code for the per-RPC metrics.
     /// Never retried: an insert is not idempotent.
-    async fn forward(&self, body: Bytes) -> Bytes {
-        let started = Instant::now();
+    async fn forward(&self, body: Bytes) -> tonic::Response<Bytes> {
         let result = self
             .writer
             .call_raw("Insert", INSERT_PATH, body, self.timeout, status_code)
@@ -50,12 +45,10 @@ impl RawInsert {
             Ok(bytes) => bytes,
             Err(e) => Bytes::from(VectorIds::from_error(&e.to_milvus()).encode_to_vec()),
         };
-        self.metrics.observe_request(
-            "Insert",
-            code_name(status_code(&reply)),
-            started.elapsed().as_secs_f64(),
-        );
-        reply
+        let code = code_name(status_code(&reply));
+        let mut response = tonic::Response::new(reply);
+        response.extensions_mut().insert(ReplyCode(code));
+        response
     }
 }
 
@@ -75,11 +68,7 @@ impl tonic::server::UnaryService<Bytes> for InsertCall {
 
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let insert = self.0.clone();
-        Box::pin(async move {
-            Ok(tonic::Response::new(
-                insert.forward(request.into_inner()).await,
-            ))
-        })
+        Box::pin(async move { Ok(insert.forward(request.into_inner()).await) })
     }
 }
 

@@ -2,15 +2,16 @@
 //! writable node cannot be reached: searches already work without it, and
 //! with these the usual client flow (has/describe/count/show, then search)
 //! keeps working while the writer is down. Each answer is what Milvus itself
-//! computes from the same metadata rows.
+//! computes from the same metadata rows. Each takes the RPC's request, as
+//! `Cluster::read_meta` passes it.
 
 use crate::status::{MilvusError, MilvusResult};
 use crate::topology::{CollectionView, Snapshot};
 use crate::types::DEFAULT_PARTITION_TAG;
 use crate::validate;
 use crate::wire::{
-    BoolReply, CollectionNameList, CollectionRowCount, CollectionSchema, IndexParam, KeyValuePair,
-    PartitionList,
+    BoolReply, CollectionName, CollectionNameList, CollectionRowCount, CollectionSchema, Command,
+    IndexParam, KeyValuePair, PartitionList, PartitionParam,
 };
 
 fn view<'a>(snap: &'a Snapshot, name: &str) -> MilvusResult<&'a CollectionView> {
@@ -20,7 +21,8 @@ fn view<'a>(snap: &'a Snapshot, name: &str) -> MilvusResult<&'a CollectionView> 
         .ok_or_else(|| MilvusError::collection_not_exists(name))
 }
 
-pub fn has_collection(snap: &Snapshot, name: &str) -> MilvusResult<BoolReply> {
+pub fn has_collection(snap: &Snapshot, r: &CollectionName) -> MilvusResult<BoolReply> {
+    let name = r.collection_name.as_str();
     validate::collection_name(name)?;
     Ok(BoolReply {
         status: None,
@@ -28,8 +30,8 @@ pub fn has_collection(snap: &Snapshot, name: &str) -> MilvusResult<BoolReply> {
     })
 }
 
-pub fn describe_collection(snap: &Snapshot, name: &str) -> MilvusResult<CollectionSchema> {
-    let v = view(snap, name)?;
+pub fn describe_collection(snap: &Snapshot, r: &CollectionName) -> MilvusResult<CollectionSchema> {
+    let v = view(snap, &r.collection_name)?;
     Ok(CollectionSchema {
         status: None,
         collection_name: v.root.table_id.clone(),
@@ -41,8 +43,8 @@ pub fn describe_collection(snap: &Snapshot, name: &str) -> MilvusResult<Collecti
 }
 
 /// Milvus counts `row_count` over the searchable files of the root and every partition.
-pub fn count_collection(snap: &Snapshot, name: &str) -> MilvusResult<CollectionRowCount> {
-    let v = view(snap, name)?;
+pub fn count_collection(snap: &Snapshot, r: &CollectionName) -> MilvusResult<CollectionRowCount> {
+    let v = view(snap, &r.collection_name)?;
     Ok(CollectionRowCount {
         status: None,
         collection_row_count: v.files.iter().map(|f| f.row_count).sum(),
@@ -50,18 +52,18 @@ pub fn count_collection(snap: &Snapshot, name: &str) -> MilvusResult<CollectionR
 }
 
 /// Root collections, oldest first (the order of their `Tables` rows).
-pub fn show_collections(snap: &Snapshot) -> CollectionNameList {
+pub fn show_collections(snap: &Snapshot, _: &Command) -> MilvusResult<CollectionNameList> {
     let mut roots: Vec<&CollectionView> = snap.collections.values().map(|v| v.as_ref()).collect();
     roots.sort_by_key(|v| v.root.id);
-    CollectionNameList {
+    Ok(CollectionNameList {
         status: None,
         collection_names: roots.iter().map(|v| v.root.table_id.clone()).collect(),
-    }
+    })
 }
 
 /// `_default` first, then the partition tags, as Milvus lists them.
-pub fn show_partitions(snap: &Snapshot, name: &str) -> MilvusResult<PartitionList> {
-    let v = view(snap, name)?;
+pub fn show_partitions(snap: &Snapshot, r: &CollectionName) -> MilvusResult<PartitionList> {
+    let v = view(snap, &r.collection_name)?;
     let mut tags = vec![DEFAULT_PARTITION_TAG.to_string()];
     tags.extend(v.partitions.iter().map(|p| p.partition_tag.clone()));
     Ok(PartitionList {
@@ -70,9 +72,9 @@ pub fn show_partitions(snap: &Snapshot, name: &str) -> MilvusResult<PartitionLis
     })
 }
 
-pub fn has_partition(snap: &Snapshot, name: &str, tag: &str) -> MilvusResult<BoolReply> {
-    let v = view(snap, name)?;
-    let tag = validate::partition_tag(tag)?;
+pub fn has_partition(snap: &Snapshot, r: &PartitionParam) -> MilvusResult<BoolReply> {
+    let v = view(snap, &r.collection_name)?;
+    let tag = validate::partition_tag(&r.tag)?;
     Ok(BoolReply {
         status: None,
         bool_reply: tag == DEFAULT_PARTITION_TAG
@@ -80,11 +82,11 @@ pub fn has_partition(snap: &Snapshot, name: &str, tag: &str) -> MilvusResult<Boo
     })
 }
 
-pub fn describe_index(snap: &Snapshot, name: &str) -> MilvusResult<IndexParam> {
-    let v = view(snap, name)?;
+pub fn describe_index(snap: &Snapshot, r: &CollectionName) -> MilvusResult<IndexParam> {
+    let v = view(snap, &r.collection_name)?;
     Ok(IndexParam {
         status: None,
-        collection_name: name.to_string(),
+        collection_name: r.collection_name.clone(),
         index_type: v.engine.reported() as i32,
         extra_params: vec![KeyValuePair {
             key: "params".into(),
@@ -111,6 +113,19 @@ mod tests {
     }
     use crate::wire::ErrorCode;
 
+    fn name(collection_name: &str) -> CollectionName {
+        CollectionName {
+            collection_name: collection_name.into(),
+        }
+    }
+
+    fn partition(collection_name: &str, tag: &str) -> PartitionParam {
+        PartitionParam {
+            collection_name: collection_name.into(),
+            tag: tag.into(),
+        }
+    }
+
     fn snapshot() -> Snapshot {
         Snapshot::build(
             vec![
@@ -125,39 +140,57 @@ mod tests {
     #[test]
     fn answers_like_milvus_from_the_rows() {
         let s = snapshot();
-        assert!(has_collection(&s, "a").unwrap().bool_reply);
+        assert!(has_collection(&s, &name("a")).unwrap().bool_reply);
         // A partition's internal numeric name is not a collection name.
         assert_eq!(
-            has_collection(&s, "77").unwrap_err().code,
+            has_collection(&s, &name("77")).unwrap_err().code,
             ErrorCode::IllegalCollectionName
         );
-        assert!(!has_collection(&s, "zzz").unwrap().bool_reply);
-        let d = describe_collection(&s, "a").unwrap();
+        assert!(!has_collection(&s, &name("zzz")).unwrap().bool_reply);
+        let d = describe_collection(&s, &name("a")).unwrap();
         assert_eq!(
             (d.dimension, d.index_file_size, d.metric_type),
             (16, 256, 3)
         );
-        assert_eq!(count_collection(&s, "a").unwrap().collection_row_count, 15);
-        assert_eq!(show_collections(&s).collection_names, vec!["a", "b"]);
         assert_eq!(
-            show_partitions(&s, "a").unwrap().partition_tag_array,
+            count_collection(&s, &name("a"))
+                .unwrap()
+                .collection_row_count,
+            15
+        );
+        assert_eq!(
+            show_collections(&s, &Command::default())
+                .unwrap()
+                .collection_names,
+            vec!["a", "b"]
+        );
+        assert_eq!(
+            show_partitions(&s, &name("a")).unwrap().partition_tag_array,
             vec!["_default", "p1"]
         );
-        assert!(has_partition(&s, "a", " p1 ").unwrap().bool_reply);
-        assert!(has_partition(&s, "a", "_default").unwrap().bool_reply);
-        assert!(!has_partition(&s, "a", "p2").unwrap().bool_reply);
-        assert_eq!(describe_index(&s, "a").unwrap().index_type, 1);
+        assert!(
+            has_partition(&s, &partition("a", " p1 "))
+                .unwrap()
+                .bool_reply
+        );
+        assert!(
+            has_partition(&s, &partition("a", "_default"))
+                .unwrap()
+                .bool_reply
+        );
+        assert!(!has_partition(&s, &partition("a", "p2")).unwrap().bool_reply);
+        assert_eq!(describe_index(&s, &name("a")).unwrap().index_type, 1);
     }
 
     #[test]
     fn errors_like_milvus() {
         let s = snapshot();
         assert_eq!(
-            describe_collection(&s, "missing").unwrap_err().code,
+            describe_collection(&s, &name("missing")).unwrap_err().code,
             ErrorCode::CollectionNotExists
         );
         assert_eq!(
-            count_collection(&s, "1bad").unwrap_err().code,
+            count_collection(&s, &name("1bad")).unwrap_err().code,
             ErrorCode::IllegalCollectionName
         );
     }

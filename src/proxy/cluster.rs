@@ -1,0 +1,59 @@
+//! The Milvus cluster as the proxy's request handlers see it: the backend
+//! nodes, the topology snapshot, the metrics and the per-call deadlines.
+//! `forward`, `search` and `cmd` each add their kind of call to it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::Backends;
+use crate::status::{MilvusError, MilvusResult};
+use crate::telemetry::Metrics;
+use crate::topology::{CollectionView, Topology};
+
+/// State shared by every request of the proxy.
+pub struct Cluster {
+    pub(super) backends: Arc<Backends>,
+    pub(super) topology: Arc<Topology>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Deadline of one forwarded call (none: wait as long as the client does).
+    pub(super) request_timeout: Option<Duration>,
+    /// Deadline of one node's part of a search.
+    pub(super) search_timeout: Option<Duration>,
+}
+
+impl Cluster {
+    pub fn new(
+        backends: Arc<Backends>,
+        topology: Arc<Topology>,
+        metrics: Arc<Metrics>,
+        request_timeout: Option<Duration>,
+        search_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            backends,
+            topology,
+            metrics,
+            request_timeout,
+            search_timeout,
+        }
+    }
+
+    /// The collection from a snapshot that reflects this proxy's own writes;
+    /// re-read once from the database when missing (it may have been created
+    /// through another proxy replica).
+    pub(super) async fn view(&self, name: &str) -> MilvusResult<Arc<CollectionView>> {
+        let snap = self.topology.fresh().await?;
+        if let Some(v) = snap.collection(name) {
+            return Ok(v.clone());
+        }
+        let snap = self.topology.reload().await?;
+        snap.collection(name)
+            .cloned()
+            .ok_or_else(|| MilvusError::collection_not_exists(name))
+    }
+
+    /// Whether the node at an address is healthy, for route planning.
+    pub(super) fn healthy(&self) -> impl Fn(&str) -> bool + '_ {
+        |addr| self.backends.is_healthy(addr)
+    }
+}

@@ -1,0 +1,294 @@
+//! The search path: check the request, plan it over the topology snapshot
+//! (`route`), fan it out as one `SearchInFiles` per read-only node in
+//! parallel, moving an unreachable node's files to the next node on the
+//! ring, and merge the partial top-k results. Without read-only nodes,
+//! searches go to the writable node unchanged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use super::cluster::Cluster;
+use super::forward::client_call;
+use super::route::{self, RoutePlan};
+use crate::backend::Backend;
+use crate::merge::{self, TopKHits};
+use crate::status::{MilvusError, MilvusResult};
+use crate::types::MetricType;
+use crate::validate;
+use crate::wire::{
+    ErrorCode, RowRecord, SearchByIdParam, SearchInFilesParam, SearchParam, TopKQueryResult,
+    VectorsIdentity,
+};
+
+impl Cluster {
+    /// Search: plan, fan out, merge. Retries once on a fresh snapshot when a
+    /// node reports a file that no longer exists (a merge retired it).
+    pub async fn search(&self, p: SearchParam) -> MilvusResult<TopKQueryResult> {
+        validate::search_request(
+            &p.collection_name,
+            &p.partition_tag_array,
+            p.query_record_array.len(),
+            p.topk,
+        )?;
+        let params = validate::extra_params(&p.extra_params)?;
+        if self.backends.readonly.is_empty() {
+            return self.to_writer("Search", p, client_call!(search)).await;
+        }
+        // The plan applies the tags; SearchInFiles ignores them, so the
+        // request fanned out carries none.
+        let mut p = p;
+        let tags = std::mem::take(&mut p.partition_tag_array);
+        let mut attempt = 0;
+        loop {
+            let view = self.view(&p.collection_name).await?;
+            validate::search_params(view.engine, &params, p.topk)?;
+            validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
+            let files = route::select_files(&view, &tags)?;
+            if files.is_empty() {
+                return Ok(TopKHits::empty().into_wire());
+            }
+            let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+            match self.fan_out(&plan, &p, view.metric).await {
+                Err(e) if attempt == 0 && is_stale_file_error(&e) => {
+                    tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
+                    self.topology.reload().await?;
+                    attempt += 1;
+                }
+                other => return other.map(TopKHits::into_wire),
+            }
+        }
+    }
+
+    /// One `SearchInFiles` per node, in parallel; a node that cannot be
+    /// reached has its files moved to the next healthy node on the ring.
+    /// `search` goes out as it is (callers have removed partition tags).
+    async fn fan_out(
+        &self,
+        plan: &RoutePlan,
+        search: &SearchParam,
+        metric: MetricType,
+    ) -> MilvusResult<TopKHits> {
+        self.metrics
+            .observe_fanout(plan.assignments.len(), plan.files);
+        let mut pending: Vec<(String, Vec<i64>)> = plan.assignments.clone();
+        let mut failed: HashSet<String> = HashSet::new();
+        let mut parts: Vec<TopKHits> = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let calls = pending
+                .iter()
+                .map(|(node, ids)| self.search_node(node, ids, search));
+            let results = join_all(calls).await;
+            let mut retry: Vec<i64> = Vec::new();
+            for ((node, ids), result) in pending.iter().zip(results) {
+                match result {
+                    Ok(hits) => parts.push(hits),
+                    Err(NodeFailure::Milvus(e)) => return Err(e),
+                    Err(NodeFailure::Unreachable(e)) => {
+                        tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
+                        failed.insert(node.clone());
+                        retry.extend(ids);
+                    }
+                }
+            }
+            if retry.is_empty() {
+                break;
+            }
+            let rows: Vec<(i64, i64)> = retry.iter().map(|id| (*id, 0)).collect();
+            let healthy = |addr: &str| !failed.contains(addr) && self.backends.is_healthy(addr);
+            pending = route::plan(&self.backends.ring, &rows, healthy)
+                .map_err(|e| {
+                    MilvusError::new(
+                        ErrorCode::ConnectFailed,
+                        format!(
+                            "search failed: {} (unreachable: {})",
+                            e.reason,
+                            sorted(&failed)
+                        ),
+                    )
+                })?
+                .assignments;
+        }
+        let started = Instant::now();
+        let merged = merge::merge(parts, search.topk as usize, metric.order());
+        self.metrics.observe_merge(started.elapsed().as_secs_f64());
+        merged
+    }
+
+    async fn search_node(
+        &self,
+        node: &str,
+        ids: &[i64],
+        search: &SearchParam,
+    ) -> Result<TopKHits, NodeFailure> {
+        let backend: &Arc<Backend> = self.backends.get(node).ok_or_else(|| {
+            NodeFailure::Milvus(MilvusError::unexpected(format!("unknown backend {node}")))
+        })?;
+        let request = SearchInFilesParam {
+            file_id_array: ids.iter().map(i64::to_string).collect(),
+            search_param: Some(search.clone()),
+        };
+        let reply = backend
+            .call("SearchInFiles", self.search_timeout, |mut c| async move {
+                c.search_in_files(request).await
+            })
+            .await
+            .map_err(|e| NodeFailure::Unreachable(e.to_milvus()))?;
+        if let Some(s) = reply.status.as_ref().filter(|s| s.error_code != 0) {
+            let code = ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError);
+            return Err(NodeFailure::Milvus(MilvusError::new(
+                code,
+                format!("{} (from read-only node {node})", s.reason),
+            )));
+        }
+        let hits = TopKHits::from_wire(&reply).map_err(NodeFailure::Milvus)?;
+        let nq = search.query_record_array.len();
+        if hits.nq != 0 && hits.nq != nq {
+            return Err(NodeFailure::Milvus(MilvusError::new(
+                ErrorCode::IllegalSearchResult,
+                format!(
+                    "read-only node {node} answered {} result rows for {nq} queries",
+                    hits.nq
+                ),
+            )));
+        }
+        Ok(hits)
+    }
+
+    /// SearchInFiles: the named searchable files of the collection, fanned
+    /// out like a search (no stale-file retry: the client chose the files).
+    pub async fn search_in_files(&self, p: SearchInFilesParam) -> MilvusResult<TopKQueryResult> {
+        let mut s = p
+            .search_param
+            .ok_or_else(|| MilvusError::illegal_argument("SearchInFiles needs a search_param"))?;
+        // Tags are not checked here: SearchInFiles ignores them.
+        validate::search_request(&s.collection_name, &[], s.query_record_array.len(), s.topk)?;
+        let params = validate::extra_params(&s.extra_params)?;
+        let ids = validate::file_ids(&p.file_id_array)?;
+        if self.backends.readonly.is_empty() {
+            let request = SearchInFilesParam {
+                file_id_array: p.file_id_array,
+                search_param: Some(s),
+            };
+            return self
+                .to_writer("SearchInFiles", request, client_call!(search_in_files))
+                .await;
+        }
+        let view = self.view(&s.collection_name).await?;
+        validate::search_params(view.engine, &params, s.topk)?;
+        validate::vector_shapes(&s.query_record_array, view.metric, view.root.dimension)?;
+        let wanted: HashSet<i64> = ids.into_iter().collect();
+        let files: Vec<(i64, i64)> = view
+            .files
+            .iter()
+            .filter(|f| wanted.contains(&f.id))
+            .map(|f| (f.id, f.row_count))
+            .collect();
+        if files.is_empty() {
+            return Err(MilvusError::unexpected(format!(
+                "Invalid file id: none of {:?} is a searchable file of collection {}",
+                p.file_id_array, s.collection_name
+            )));
+        }
+        let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+        s.partition_tag_array.clear();
+        self.fan_out(&plan, &s, view.metric)
+            .await
+            .map(TopKHits::into_wire)
+    }
+
+    /// SearchByID: the vectors come from the writable node, the search is fanned out.
+    pub async fn search_by_id(&self, p: SearchByIdParam) -> MilvusResult<TopKQueryResult> {
+        validate::collection_name(&p.collection_name)?;
+        if p.id_array.is_empty() {
+            return Err(MilvusError::illegal_argument("No vector id specified"));
+        }
+        validate::topk(p.topk)?;
+        validate::result_size(p.id_array.len(), p.topk)?;
+        let view = self.view(&p.collection_name).await?;
+        let mut records: Vec<Option<RowRecord>> = Vec::with_capacity(p.id_array.len());
+        for chunk in p.id_array.chunks(validate::MAX_GET_BY_ID) {
+            let request = VectorsIdentity {
+                collection_name: p.collection_name.clone(),
+                id_array: chunk.to_vec(),
+                partition_tag: String::new(),
+            };
+            let reply = self
+                .read_any("GetVectorsByID", request, client_call!(get_vectors_by_id))
+                .await?;
+            if let Some(s) = reply.status.as_ref().filter(|s| s.error_code != 0) {
+                let code = ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError);
+                return Err(MilvusError::new(code, s.reason.clone()));
+            }
+            for r in reply.vectors_data {
+                let present = !r.float_data.is_empty() || !r.binary_data.is_empty();
+                records.push(present.then_some(r));
+            }
+        }
+        let present: Vec<usize> = (0..records.len())
+            .filter(|i| records[*i].is_some())
+            .collect();
+        if present.is_empty() {
+            return Ok(TopKHits::empty().into_wire());
+        }
+        let search = SearchParam {
+            collection_name: p.collection_name.clone(),
+            partition_tag_array: p.partition_tag_array.clone(),
+            query_record_array: present.iter().filter_map(|i| records[*i].take()).collect(),
+            topk: p.topk,
+            extra_params: p.extra_params.clone(),
+        };
+        let reply = self.search(search).await?;
+        if reply.status.as_ref().is_some_and(|s| s.error_code != 0) || reply.row_num == 0 {
+            return Ok(reply);
+        }
+        let hits = TopKHits::from_wire(&reply)?;
+        Ok(hits
+            .spread_rows(&present, p.id_array.len(), view.metric.order())
+            .into_wire())
+    }
+}
+
+/// Why one node's part of a search failed.
+enum NodeFailure {
+    /// The node answered with a Milvus error: the search fails with it.
+    Milvus(MilvusError),
+    /// The node could not be reached: its files may move elsewhere.
+    Unreachable(MilvusError),
+}
+
+fn sorted(set: &HashSet<String>) -> String {
+    let mut v: Vec<&String> = set.iter().collect();
+    v.sort();
+    v.into_iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// A node could not find a file the snapshot named: merged and cleaned up meanwhile.
+fn is_stale_file_error(e: &MilvusError) -> bool {
+    e.code == ErrorCode::FileNotFound || e.reason.contains("Invalid file id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_file_is_recognised_by_code_or_by_milvus_reason() {
+        assert!(is_stale_file_error(&MilvusError::new(
+            ErrorCode::FileNotFound,
+            "gone"
+        )));
+        assert!(is_stale_file_error(&MilvusError::unexpected(
+            "Invalid file id: 12"
+        )));
+        assert!(!is_stale_file_error(&MilvusError::unexpected("disk full")));
+    }
+
+    #[test]
+    fn failed_nodes_are_listed_in_order() {
+        let failed: HashSet<String> = ["b:2", "a:1"].into_iter().map(String::from).collect();
+        assert_eq!(sorted(&failed), "a:1, b:2");
+    }
+}
