@@ -85,9 +85,12 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         .with_context(|| format!("cannot create data directory {}", db_dir.display()))?;
     let uri = MetaUri::parse(&opts.meta_uri, Some(&db_dir.join("meta.sqlite")))
         .map_err(anyhow::Error::msg)?;
-    let meta = MetaStore::connect(&uri, 8)
-        .await
-        .with_context(|| format!("cannot open metadata database {}", opts.meta_uri))?;
+    let meta = MetaStore::connect(&uri, 8).await.with_context(|| {
+        format!(
+            "cannot open metadata database {}",
+            crate::meta::redacted(&opts.meta_uri)
+        )
+    })?;
     let engine = Arc::new(Engine::new(
         EngineOptions {
             role: opts.role,

@@ -85,7 +85,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let uri = MetaUri::parse(&config.meta.uri, None).map_err(anyhow::Error::msg)?;
     let meta = MetaStore::connect_read_only(&uri, config.meta.max_connections)
         .await
-        .with_context(|| format!("cannot open metadata database {}", config.meta.uri))?;
+        .with_context(|| {
+            format!(
+                "cannot open metadata database {}",
+                crate::meta::redacted(&config.meta.uri)
+            )
+        })?;
     let topology = Arc::new(Topology::new(meta, metrics.clone()));
     if let Err(e) = topology.refresh().await {
         // Serve anyway: searches report the metadata error until it recovers.
