@@ -1,0 +1,270 @@
+//! Exact search: the request checks, the files a search selects, the scan of
+//! their segments on blocking threads, and keeping those segments in the
+//! cache (preload, release, reload).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::{meta_err, Collection, Engine, Role, SEARCHABLE};
+use crate::merge::{self, TopKHits};
+use crate::meta::FileRow;
+use crate::node::scan::{self, QueriesRef, VectorsRef};
+use crate::node::segment::{Segment, SegmentVectors};
+use crate::partition;
+use crate::status::{MilvusError, MilvusResult};
+use crate::types::{FileType, MetricType};
+use crate::validate::{self, VectorData};
+
+impl Engine {
+    /// Searchable files of the partitions `tags` select.
+    async fn selected_files(&self, c: &Collection, tags: &[String]) -> MilvusResult<Vec<FileRow>> {
+        let tables = self.search_tables(c, tags).await?;
+        self.meta
+            .files_of(&tables, &SEARCHABLE)
+            .await
+            .map_err(meta_err)
+    }
+
+    /// Table ids selected by search partition tags (Milvus semantics).
+    async fn search_tables(&self, c: &Collection, tags: &[String]) -> MilvusResult<Vec<String>> {
+        let parts = self.meta.partitions(c.name()).await.map_err(meta_err)?;
+        let pairs: Vec<(String, String)> = parts
+            .into_iter()
+            .map(|p| (p.partition_tag, p.table_id))
+            .collect();
+        partition::select_tables(&c.row.table_id, &pairs, tags)
+    }
+
+    /// The checks every vector search makes, in Milvus' order, and the
+    /// collection and query vectors they yield.
+    async fn search_target(
+        &self,
+        name: &str,
+        tags: &[String],
+        records: &[crate::wire::RowRecord],
+        topk: i64,
+        params: &serde_json::Value,
+    ) -> MilvusResult<(Collection, VectorData)> {
+        validate::search_request(name, tags, records.len(), topk)?;
+        let c = self.collection(name).await?;
+        validate::search_params(c.engine, params, topk)?;
+        let queries = validate::vectors(records, c.metric, c.dim())?;
+        Ok((c, queries))
+    }
+
+    pub async fn search(
+        &self,
+        name: &str,
+        tags: &[String],
+        records: &[crate::wire::RowRecord],
+        topk: i64,
+        params: &serde_json::Value,
+    ) -> MilvusResult<TopKHits> {
+        let (c, queries) = self
+            .search_target(name, tags, records, topk, params)
+            .await?;
+        let files = self.selected_files(&c, tags).await?;
+        self.search_files(&c, &files, &queries, topk as usize).await
+    }
+
+    pub async fn search_in_files(
+        &self,
+        file_ids: &[String],
+        name: &str,
+        tags: &[String],
+        records: &[crate::wire::RowRecord],
+        topk: i64,
+        params: &serde_json::Value,
+    ) -> MilvusResult<TopKHits> {
+        let ids = validate::file_ids(file_ids)?;
+        let (c, queries) = self
+            .search_target(name, tags, records, topk, params)
+            .await?;
+        let found = self.meta.files_by_ids(&ids).await.map_err(meta_err)?;
+        if found.is_empty() {
+            return Err(MilvusError::unexpected(format!(
+                "Invalid file id: none of {file_ids:?} exists in the metadata"
+            )));
+        }
+        // Like Milvus, search what the ids name except files still being
+        // written; unlike Milvus, only files of this collection.
+        let tables: HashSet<String> = self.table_ids(&c).await?.into_iter().collect();
+        let files: Vec<FileRow> = found
+            .into_iter()
+            .filter(|f| {
+                !matches!(
+                    f.kind(),
+                    Some(FileType::New | FileType::NewMerge | FileType::NewIndex) | None
+                ) && tables.contains(&f.table_id)
+            })
+            .collect();
+        self.search_files(&c, &files, &queries, topk as usize).await
+    }
+
+    pub async fn search_by_id(
+        &self,
+        name: &str,
+        tags: &[String],
+        ids: &[i64],
+        topk: i64,
+        params: &serde_json::Value,
+    ) -> MilvusResult<TopKHits> {
+        validate::collection_name(name)?;
+        if ids.is_empty() {
+            return Err(MilvusError::illegal_argument("No vector id specified"));
+        }
+        validate::topk(topk)?;
+        validate::result_size(ids.len(), topk)?;
+        let c = self.collection(name).await?;
+        validate::search_params(c.engine, params, topk)?;
+        let found = self.vectors_by_id(&c, ids, None).await?;
+        let files = self.selected_files(&c, tags).await?;
+        // Search the ids that exist; rows of missing ids are -1 padding.
+        let present: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_some()).collect();
+        let queries = collect_queries(&present, &found, c.metric);
+        let hits = if present.is_empty() {
+            TopKHits::empty()
+        } else {
+            self.search_files(&c, &files, &queries, topk as usize)
+                .await?
+        };
+        if hits.nq == 0 {
+            return Ok(hits);
+        }
+        Ok(hits.spread_rows(&present, ids.len(), c.metric.order()))
+    }
+
+    /// Exact search of `queries` over `files`, merged into one top-k.
+    async fn search_files(
+        &self,
+        c: &Collection,
+        files: &[FileRow],
+        queries: &VectorData,
+        topk: usize,
+    ) -> MilvusResult<TopKHits> {
+        if files.is_empty() {
+            return Ok(TopKHits::empty());
+        }
+        let mut segments = Vec::with_capacity(files.len());
+        for f in files {
+            segments.push(self.load(f).await?);
+        }
+        let metric = c.metric;
+        let dim = c.dim() as usize;
+        let queries = queries.clone();
+        tokio::task::spawn_blocking(move || {
+            let parts = scan_segments(&segments, &queries, metric, dim, topk)?;
+            merge::merge(parts, topk, metric.order())
+        })
+        .await
+        .map_err(|e| MilvusError::unexpected(format!("search task panicked: {e}")))?
+    }
+
+    /// Loads every searchable file of the collection (or the given partitions) into the cache.
+    pub async fn preload(&self, name: &str, tags: &[String]) -> MilvusResult<()> {
+        let c = self.collection(name).await?;
+        for f in self.selected_files(&c, tags).await? {
+            self.load(&f).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn release(&self, name: &str, tags: &[String]) -> MilvusResult<()> {
+        let c = self.collection(name).await?;
+        for f in self.selected_files(&c, tags).await? {
+            self.cache.evict(f.id);
+        }
+        Ok(())
+    }
+
+    /// ReloadSegments: deletes are noticed through `updated_time` (as Milvus
+    /// 1.1.1+), so this only validates and drops the named files from the cache.
+    pub async fn reload_segments(&self, name: &str, file_ids: &[String]) -> MilvusResult<()> {
+        if self.opts.role == Role::Writable {
+            return Ok(());
+        }
+        self.collection(name).await?;
+        for id in validate::file_ids(file_ids)? {
+            self.cache.evict(id);
+        }
+        Ok(())
+    }
+}
+
+/// Scans every segment for the queries, spreading the segments over the
+/// machine's cores (scoped threads: the work is CPU-bound and short-lived, so
+/// a thread pool crate would add a dependency for no gain).
+fn scan_segments(
+    segments: &[Arc<Segment>],
+    queries: &VectorData,
+    metric: MetricType,
+    dim: usize,
+    topk: usize,
+) -> MilvusResult<Vec<TopKHits>> {
+    let scan_one = |seg: &Segment| -> MilvusResult<TopKHits> {
+        let q = match queries {
+            VectorData::Float(v) => QueriesRef::Float { dim, data: v },
+            VectorData::Binary(v) => QueriesRef::Binary {
+                dim_bits: dim,
+                data: v,
+            },
+        };
+        let vectors = match &seg.vectors {
+            SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
+            SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
+                dim_bits: *dim_bits,
+                data,
+            },
+        };
+        scan::search_segment(
+            metric,
+            vectors,
+            &seg.ids,
+            |row| seg.deleted.is_deleted(row),
+            q,
+            topk,
+        )
+        .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(segments.len());
+    if threads <= 1 {
+        return segments.iter().map(|s| scan_one(s)).collect();
+    }
+    let per_thread = segments.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = segments
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|s| scan_one(s))
+                        .collect::<MilvusResult<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut parts = Vec::with_capacity(segments.len());
+        for w in workers {
+            let hits = w
+                .join()
+                .map_err(|_| MilvusError::unexpected("a search thread panicked"))??;
+            parts.extend(hits);
+        }
+        Ok(parts)
+    })
+}
+
+fn collect_queries(
+    present: &[usize],
+    found: &[Option<crate::wire::RowRecord>],
+    metric: MetricType,
+) -> VectorData {
+    let rows = present.iter().filter_map(|i| found[*i].as_ref());
+    if metric.is_binary() {
+        VectorData::Binary(rows.flat_map(|r| r.binary_data.iter().copied()).collect())
+    } else {
+        VectorData::Float(rows.flat_map(|r| r.float_data.iter().copied()).collect())
+    }
+}

@@ -1,0 +1,298 @@
+//! Writes: the insert buffer, its flush into new segment files, and deletes
+//! (from the buffer, and from flushed segments through their deleted docs).
+
+use std::collections::HashSet;
+
+use super::{io_err, meta_err, Collection, Engine, Role, SEARCHABLE};
+use crate::meta::{self, FileRow};
+use crate::node::segment::{self, SegmentVectors};
+use crate::status::{MilvusError, MilvusResult};
+use crate::types::{EngineType, FileType, MetricType};
+use crate::validate::{self, VectorData};
+use crate::wire::ErrorCode;
+
+/// Rows inserted but not yet flushed, per table (collection or partition).
+#[derive(Default)]
+pub(super) struct PendingRows {
+    float: Vec<f32>,
+    binary: Vec<u8>,
+    ids: Vec<i64>,
+}
+
+impl Engine {
+    pub async fn insert(
+        &self,
+        name: &str,
+        records: &[crate::wire::RowRecord],
+        user_ids: &[i64],
+        partition_tag: &str,
+    ) -> MilvusResult<Vec<i64>> {
+        self.require_writable("Insert")?;
+        validate::collection_name(name)?;
+        if records.is_empty() {
+            return Err(MilvusError::new(
+                ErrorCode::IllegalRowrecord,
+                "The vector array is empty. Make sure you have entered vector records.",
+            ));
+        }
+        validate::user_ids(user_ids, records.len())?;
+        let c = self.collection(name).await?;
+        let table_id = if partition_tag.is_empty() {
+            name.to_string()
+        } else {
+            let tag = validate::partition_tag(partition_tag)?;
+            self.partition_table(name, &tag).await?
+        };
+        let data = validate::vectors(records, c.metric, c.dim())?;
+        validate::insert_payload(&data)?;
+        let mut pending = self.write_lock.lock().await;
+        // Re-read the flag under the lock: two racing first inserts must agree.
+        let flag = self
+            .meta
+            .table(name)
+            .await
+            .map_err(meta_err)?
+            .map(|r| r.flag)
+            .unwrap_or(c.row.flag);
+        let new_flag = validate::id_mode(flag, !user_ids.is_empty())?;
+        if new_flag != flag {
+            self.meta.set_flag(name, new_flag).await.map_err(meta_err)?;
+        }
+        let ids: Vec<i64> = if user_ids.is_empty() {
+            (0..records.len()).map(|_| self.ids.next()).collect()
+        } else {
+            user_ids.to_vec()
+        };
+        let buf = pending.entry(table_id).or_default();
+        match data {
+            VectorData::Float(v) => buf.float.extend_from_slice(&v),
+            VectorData::Binary(v) => buf.binary.extend_from_slice(&v),
+        }
+        buf.ids.extend_from_slice(&ids);
+        Ok(ids)
+    }
+
+    /// Flushes the buffers of the named collections (all when empty).
+    pub async fn flush(&self, names: &[String]) -> MilvusResult<()> {
+        self.require_writable("Flush")?;
+        let mut roots = Vec::new();
+        for n in names {
+            roots.push(self.collection(n).await?);
+        }
+        let mut pending = self.write_lock.lock().await;
+        let mut tables: Vec<String> = Vec::new();
+        if names.is_empty() {
+            tables.extend(pending.keys().cloned());
+        } else {
+            for c in &roots {
+                tables.extend(self.table_ids(c).await?);
+            }
+        }
+        for table_id in tables {
+            if let Some(rows) = pending.remove(&table_id) {
+                if let Err(e) = self.write_new_segment(&table_id, rows).await {
+                    tracing::error!(table_id, error = %e, "flush failed");
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Periodic flush of everything buffered (the `auto_flush_interval`).
+    pub async fn auto_flush(&self) {
+        if self.opts.role == Role::Writable {
+            if let Err(e) = self.flush(&[]).await {
+                tracing::warn!(error = %e.reason, "auto flush failed");
+            }
+        }
+    }
+
+    /// Writes buffered rows as one segment, durable on disk before its
+    /// metadata row exists. Called with the write lock held.
+    async fn write_new_segment(&self, table_id: &str, rows: PendingRows) -> MilvusResult<()> {
+        if rows.ids.is_empty() {
+            return Ok(());
+        }
+        let Some(table) = self.meta.table(table_id).await.map_err(meta_err)? else {
+            return Ok(()); // dropped meanwhile: nothing to keep
+        };
+        let c = Collection::from_row(table)?;
+        let dim = c.dim() as usize;
+        let vectors = if c.metric.is_binary() {
+            SegmentVectors::Binary {
+                dim_bits: dim,
+                data: rows.binary,
+            }
+        } else {
+            SegmentVectors::Float {
+                dim,
+                data: rows.float,
+            }
+        };
+        let row_count = rows.ids.len() as i64;
+        let file_type = if c.engine == EngineType::Flat
+            || c.engine == EngineType::BinFlat
+            || (vectors_bytes(&vectors) as i64) < c.row.index_file_size
+        {
+            FileType::Raw
+        } else {
+            FileType::ToIndex
+        };
+        let file = self
+            .store_segment(&c, table_id, vectors, rows.ids, file_type)
+            .await?;
+        let id = self.meta.insert_file(&file).await.map_err(meta_err)?;
+        tracing::debug!(table_id, file_id = id, row_count, "flushed segment");
+        Ok(())
+    }
+
+    /// Writes a segment to disk (blocking I/O off the async threads) and
+    /// returns the metadata row to register.
+    pub(super) async fn store_segment(
+        &self,
+        c: &Collection,
+        table_id: &str,
+        vectors: SegmentVectors,
+        ids: Vec<i64>,
+        file_type: FileType,
+    ) -> MilvusResult<FileRow> {
+        let segment_id = self.ids.next().to_string();
+        let dir = segment::segment_dir(&self.opts.data_dir, table_id, &segment_id);
+        let row_count = ids.len() as i64;
+        let seg_id = segment_id.clone();
+        let size = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            std::fs::create_dir_all(&dir)?;
+            segment::write_segment(&dir, &seg_id, &vectors, &ids)
+        })
+        .await
+        .map_err(|e| MilvusError::unexpected(format!("segment writer panicked: {e}")))?
+        .map_err(|e| io_err("cannot write segment file", e))?;
+        let now = meta::now_micros();
+        Ok(FileRow {
+            id: 0,
+            table_id: table_id.to_string(),
+            segment_id: segment_id.clone(),
+            engine_type: c.row.engine_type,
+            file_id: segment_id,
+            file_type: file_type as i32,
+            file_size: size as i64,
+            row_count,
+            updated_time: now,
+            created_on: now,
+            date: meta::milvus_date(now),
+            flush_lsn: 0,
+        })
+    }
+
+    pub async fn delete_by_id(
+        &self,
+        name: &str,
+        ids: &[i64],
+        partition_tag: &str,
+    ) -> MilvusResult<()> {
+        self.require_writable("DeleteByID")?;
+        let c = self.collection(name).await?;
+        if ids.is_empty() {
+            return Err(MilvusError::illegal_argument("No vector id specified"));
+        }
+        let tables = if partition_tag.is_empty() {
+            self.table_ids(&c).await?
+        } else {
+            let tag = validate::partition_tag(partition_tag)?;
+            vec![self.partition_table(name, &tag).await?]
+        };
+        let doomed: HashSet<i64> = ids.iter().copied().collect();
+        let mut pending = self.write_lock.lock().await;
+        // Unflushed rows: drop them from the buffer.
+        for t in &tables {
+            if let Some(buf) = pending.get_mut(t) {
+                remove_pending(buf, &doomed, c.metric, c.dim() as usize);
+            }
+        }
+        // Flushed rows: extend each segment's deleted docs, then bump the
+        // file's row_count and updated_time so read-only nodes reload.
+        let files = self
+            .meta
+            .files_of(&tables, &SEARCHABLE)
+            .await
+            .map_err(meta_err)?;
+        for file in files {
+            let seg = self.load(&file).await?;
+            let mut offsets: Vec<u32> = seg.deleted.offsets().to_vec();
+            let before = offsets.len();
+            for (row, id) in seg.ids.iter().enumerate() {
+                if doomed.contains(id) && !seg.deleted.is_deleted(row) {
+                    offsets.push(row as u32);
+                }
+            }
+            if offsets.len() == before {
+                continue;
+            }
+            let live = seg.row_count() - offsets.len();
+            let dir = self.segment_dir(&file);
+            tokio::task::spawn_blocking(move || segment::write_deleted_docs(&dir, &offsets))
+                .await
+                .map_err(|e| MilvusError::unexpected(format!("delete writer panicked: {e}")))?
+                .map_err(|e| io_err("cannot write deleted docs", e))?;
+            self.meta
+                .update_file_rows(file.id, live as i64)
+                .await
+                .map_err(meta_err)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes what is buffered (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.auto_flush().await;
+    }
+}
+
+fn vectors_bytes(v: &SegmentVectors) -> usize {
+    match v {
+        SegmentVectors::Float { data, .. } => data.len() * 4,
+        SegmentVectors::Binary { data, .. } => data.len(),
+    }
+}
+
+fn remove_pending(buf: &mut PendingRows, doomed: &HashSet<i64>, metric: MetricType, dim: usize) {
+    let width = if metric.is_binary() { dim / 8 } else { dim };
+    let mut keep = 0;
+    for row in 0..buf.ids.len() {
+        if doomed.contains(&buf.ids[row]) {
+            continue;
+        }
+        buf.ids[keep] = buf.ids[row];
+        if metric.is_binary() {
+            buf.binary
+                .copy_within(row * width..(row + 1) * width, keep * width);
+        } else {
+            buf.float
+                .copy_within(row * width..(row + 1) * width, keep * width);
+        }
+        keep += 1;
+    }
+    buf.ids.truncate(keep);
+    buf.float
+        .truncate(if metric.is_binary() { 0 } else { keep * width });
+    buf.binary
+        .truncate(if metric.is_binary() { keep * width } else { 0 });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_pending_keeps_survivors_in_order() {
+        let mut buf = PendingRows {
+            float: vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
+            binary: vec![],
+            ids: vec![10, 20, 30],
+        };
+        remove_pending(&mut buf, &HashSet::from([20]), MetricType::L2, 2);
+        assert_eq!(buf.ids, vec![10, 30]);
+        assert_eq!(buf.float, vec![1.0, 1.0, 3.0, 3.0]);
+    }
+}
