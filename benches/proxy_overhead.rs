@@ -26,6 +26,7 @@
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it runs a small smoke
 //! version instead, which still checks that all paths return the same hits.
+#![allow(clippy::unwrap_used)] // tests and benches unwrap their own fixtures
 
 use std::net::SocketAddr;
 use std::path::Path;

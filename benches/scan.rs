@@ -1,6 +1,7 @@
 //! Throughput of the exact segment scan (`mishards::node::scan::search_segment`):
 //! float L2 / IP over 100k × 128 rows with 1 and 16 queries, Hamming over
 //! 100k × 512-bit rows; top-10. Throughput counts rows × dim × nq elements.
+#![allow(clippy::unwrap_used)] // tests and benches unwrap their own fixtures
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mishards::node::scan::{search_segment, QueriesRef, VectorsRef};

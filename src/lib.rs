@@ -5,6 +5,7 @@
 //! request -> route plan (`topology` + `ring`) -> fan-out (`backend`) -> `merge` -> reply.
 //! The `node` module is an independent server; it shares only the wire types,
 //! the metadata schema (`meta`), validation and the merge with the proxy.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod backend;
 pub mod config;

@@ -4,6 +4,7 @@
 //! (`MISHARDS_TEST_MYSQL`, skipped with a note when unset), and every search
 //! is checked against a brute-force oracle. The set-up, the calls and the
 //! oracle live in `tests/common/`.
+#![allow(clippy::unwrap_used)] // tests and benches unwrap their own fixtures
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! pymilvus 1.1.2: every enum value, message field (number, name, label,
 //! type, oneof) and RPC path, rendered like `dump-wire-schema.py` and compared
 //! with `tests/data/milvus-1.1-wire-schema.txt`.
+#![allow(clippy::unwrap_used)] // tests and benches unwrap their own fixtures
 
 use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};

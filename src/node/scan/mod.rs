@@ -100,10 +100,10 @@ pub enum ScanError {
 /// ties broken by the smaller id.
 pub fn search_segment(
     metric: MetricType,
-    vectors: VectorsRef,
+    vectors: VectorsRef<'_>,
     ids: &[i64],
     is_deleted: impl Fn(usize) -> bool,
-    queries: QueriesRef,
+    queries: QueriesRef<'_>,
     topk: usize,
 ) -> Result<TopKHits, ScanError> {
     search_segment_with(
@@ -148,10 +148,10 @@ const BLOCK_ROWS: usize = 256;
 fn search_segment_with(
     kernel: Kernel,
     metric: MetricType,
-    vectors: VectorsRef,
+    vectors: VectorsRef<'_>,
     ids: &[i64],
     is_deleted: impl Fn(usize) -> bool,
-    queries: QueriesRef,
+    queries: QueriesRef<'_>,
     topk: usize,
 ) -> Result<TopKHits, ScanError> {
     let layout = check_layout(metric, &vectors, ids, &queries)?;
@@ -254,9 +254,9 @@ struct Layout {
 
 fn check_layout(
     metric: MetricType,
-    vectors: &VectorsRef,
+    vectors: &VectorsRef<'_>,
     ids: &[i64],
-    queries: &QueriesRef,
+    queries: &QueriesRef<'_>,
 ) -> Result<Layout, ScanError> {
     let (segment_kind, segment_dim, segment_len, row_len) = match *vectors {
         VectorsRef::Float { dim, data } => ("float", dim, data.len(), dim),
@@ -343,10 +343,10 @@ mod tests {
     fn run(
         kernel: Kernel,
         metric: MetricType,
-        vectors: VectorsRef,
+        vectors: VectorsRef<'_>,
         ids: &[i64],
         deleted: &[bool],
-        queries: QueriesRef,
+        queries: QueriesRef<'_>,
         topk: usize,
     ) -> TopKHits {
         search_segment_with(kernel, metric, vectors, ids, |r| deleted[r], queries, topk)

@@ -47,10 +47,10 @@ pub fn binary_distance(metric: MetricType, q: &[u8], x: &[u8]) -> Option<f32> {
 /// metric order then id, cut to `min(topk, rows)` and padded.
 pub(super) fn brute_force_top_k(
     metric: MetricType,
-    vectors: VectorsRef,
+    vectors: VectorsRef<'_>,
     ids: &[i64],
     deleted: &[bool],
-    queries: QueriesRef,
+    queries: QueriesRef<'_>,
     topk: usize,
 ) -> TopKHits {
     let rows = ids.len();
