@@ -522,6 +522,28 @@ async fn writer_down(kind: MetaKind) {
     assert_eq!(shown.collection_names, vec![name.to_string()]);
     let parts = grpc_ok("partitions", client.show_partitions(req()).await);
     assert_eq!(parts.partition_tag_array, vec!["_default", "p1"]);
+    // HasPartition from the snapshot: tags trimmed, only the name validated.
+    let long_tag = "t".repeat(300);
+    for (tag, expected) in [
+        (" p1 ", true),
+        ("_default", true),
+        ("p2", false),
+        ("", false),
+        ("  ", false),
+        (long_tag.as_str(), false),
+    ] {
+        let has = grpc_ok(
+            "has partition",
+            client
+                .has_partition(PartitionParam {
+                    collection_name: name.into(),
+                    tag: tag.into(),
+                })
+                .await,
+        );
+        assert_ok(&format!("has partition {tag:?}"), &has.status);
+        assert_eq!(has.bool_reply, expected, "has partition {tag:?}");
+    }
     let index = grpc_ok("describe index", client.describe_index(req()).await);
     assert_ok("describe index", &index.status);
     assert_eq!(index.index_type, 1);
