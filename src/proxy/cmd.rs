@@ -129,7 +129,7 @@ impl Cluster {
         }
         match (writer_reply, refusals.first()) {
             (Some(reply), None) => Ok(reply),
-            (_, Some((first_node, first))) => {
+            (_, Some((_, first))) => {
                 let all: Vec<String> = refusals
                     .iter()
                     .map(|(node, e)| format!("{node}: {}", e.reason))
@@ -137,7 +137,7 @@ impl Cluster {
                 Err(MilvusError::new(
                     first.code,
                     format!(
-                        "set_config was refused by {first_node} ({}); nodes not listed applied it",
+                        "set_config refused by {}; nodes not listed applied it",
                         all.join("; ")
                     ),
                 ))
