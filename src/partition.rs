@@ -1,6 +1,6 @@
 //! Milvus 1.1 partition semantics: which tables (the collection's own and its
-//! partitions') a search with partition tags reads. Pure; shared by the node's
-//! file selection and the proxy's route planner, so both pick the same files.
+//! partitions') a search with partition tags reads, and what HasPartition
+//! answers. Pure; shared by the node and the proxy, so both agree.
 
 use std::collections::HashSet;
 
@@ -89,6 +89,14 @@ pub fn select_tables(
         ));
     }
     Ok(selected)
+}
+
+/// HasPartition's answer (Milvus `DBImpl::HasPartition`): the tag trimmed of
+/// blanks is `_default` or equals an existing partition's tag. The tag itself
+/// is never validated, so a blank or over-long tag is simply absent.
+pub fn has_tag<'a>(existing: impl IntoIterator<Item = &'a str>, tag: &str) -> bool {
+    let tag = trim_blanks(tag);
+    tag == DEFAULT_PARTITION_TAG || existing.into_iter().any(|t| t == tag)
 }
 
 #[cfg(test)]
@@ -234,5 +242,21 @@ mod tests {
             code_of(select_tables("root", &parts(), &[long])),
             ErrorCode::UnexpectedError
         );
+    }
+
+    #[test]
+    fn has_tag_trims_and_never_fails() {
+        let tags = ["p1", "a b"];
+        assert!(has_tag(tags, "p1"));
+        assert!(has_tag(tags, " p1\n"));
+        assert!(has_tag(tags, "\ta b "));
+        assert!(has_tag(tags, "_default"));
+        assert!(has_tag([], " _default "));
+        assert!(!has_tag(tags, "p2"));
+        assert!(!has_tag(tags, ""));
+        assert!(!has_tag(tags, "   "));
+        assert!(!has_tag(tags, &"x".repeat(300)));
+        // Not a regex match: HasPartition compares for equality.
+        assert!(!has_tag(tags, "p.*"));
     }
 }

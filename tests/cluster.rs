@@ -28,6 +28,8 @@ on_both_databases!(
     external_writes,
     concurrent_searches,
     writer_down,
+    metric_type_override,
+    set_config_reaches_every_node,
 );
 
 /// Searches with nq 1 and 5 and topk 1, 10 and more than the rows, each
@@ -520,6 +522,28 @@ async fn writer_down(kind: MetaKind) {
     assert_eq!(shown.collection_names, vec![name.to_string()]);
     let parts = grpc_ok("partitions", client.show_partitions(req()).await);
     assert_eq!(parts.partition_tag_array, vec!["_default", "p1"]);
+    // HasPartition from the snapshot: tags trimmed, only the name validated.
+    let long_tag = "t".repeat(300);
+    for (tag, expected) in [
+        (" p1 ", true),
+        ("_default", true),
+        ("p2", false),
+        ("", false),
+        ("  ", false),
+        (long_tag.as_str(), false),
+    ] {
+        let has = grpc_ok(
+            "has partition",
+            client
+                .has_partition(PartitionParam {
+                    collection_name: name.into(),
+                    tag: tag.into(),
+                })
+                .await,
+        );
+        assert_ok(&format!("has partition {tag:?}"), &has.status);
+        assert_eq!(has.bool_reply, expected, "has partition {tag:?}");
+    }
     let index = grpc_ok("describe index", client.describe_index(req()).await);
     assert_ok("describe index", &index.status);
     assert_eq!(index.index_type, 1);
@@ -682,4 +706,128 @@ async fn unreachable_writer_is_a_status_not_a_grpc_error() {
         .stop(Duration::from_secs(5))
         .await
         .expect("proxy stops");
+}
+
+/// A search of an L2 collection with `{"metric_type": 2}` (IP) ranks by inner
+/// product on the read-only nodes and in the proxy's merge: the same ids and
+/// order as the writable node searching alone, and the brute-force IP oracle,
+/// over files spread across several read-only nodes; SearchByID follows it too.
+async fn metric_type_override(kind: MetaKind) {
+    let cluster = Cluster::start(&kind).await;
+    let mut source = VectorSource::new(1010);
+    let mut collection = cluster.collection("metric_override", 16, L2).await;
+    let rows = collection.fill(&mut source, 8, 150).await;
+    let Route { nodes, files } = collection.route().await;
+    assert_eq!(files, 8);
+    assert!(
+        nodes.len() >= 2,
+        "files spread over read-only nodes: {nodes:?}"
+    );
+    let queries = collection.vectors(&mut source, 4);
+    let mut proxy = cluster.client.clone();
+    let mut writer = cluster.writer_client();
+    let override_ip = r#"{"metric_type": 2}"#;
+    for topk in [1i64, 10, 50] {
+        let param = search_param("metric_override", &[], &queries, topk, override_ip);
+        let merged = grpc_ok("proxy search", proxy.search(param.clone()).await);
+        assert_ok("proxy search", &merged.status);
+        check_against_oracle(
+            &format!("{} IP override topk {topk}", kind.label()),
+            &merged,
+            IP,
+            &rows,
+            &queries,
+            topk as usize,
+            Some(topk as usize),
+        );
+        let alone = grpc_ok("writer search", writer.search(param).await);
+        assert_ok("writer search", &alone.status);
+        assert_eq!(merged.ids, alone.ids, "topk {topk}: proxy and node agree");
+        for (a, b) in merged.distances.iter().zip(&alone.distances) {
+            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{a} vs {b}");
+        }
+    }
+    // SearchByID: the stored vectors of three ids, ranked by IP.
+    let wanted: Vec<i64> = rows.rows.iter().take(3).map(|(id, _)| *id).collect();
+    let by_id_queries: Vec<Vector> = rows.rows.iter().take(3).map(|(_, v)| v.clone()).collect();
+    let by_id = grpc_ok(
+        "search by id",
+        proxy
+            .search_by_id(SearchByIdParam {
+                collection_name: "metric_override".into(),
+                id_array: wanted,
+                topk: 10,
+                extra_params: vec![KeyValuePair {
+                    key: "params".into(),
+                    value: override_ip.into(),
+                }],
+                ..Default::default()
+            })
+            .await,
+    );
+    assert_ok("search by id", &by_id.status);
+    check_against_oracle(
+        "search by id, IP override",
+        &by_id,
+        IP,
+        &rows,
+        &by_id_queries,
+        10,
+        Some(10),
+    );
+    // A binary metric on a float collection: code 5 from the proxy itself.
+    let code = collection
+        .search_code("HAMMING on L2", &[], &queries, 10, r#"{"metric_type": 3}"#)
+        .await;
+    assert_eq!(code, ErrorCode::IllegalArgument as i32);
+    cluster.stop().await;
+}
+
+/// `set_config` through the proxy reaches the writable node and every
+/// read-only node; `get_config` answers the writer's value; when a node
+/// cannot take it, the error names that node.
+async fn set_config_reaches_every_node(kind: MetaKind) {
+    let mut cluster = Cluster::start(&kind).await;
+    let mut proxy = cluster.client.clone();
+    assert_eq!(cmd(&mut proxy, "set_config cache.cache_size 1GB").await, "");
+    let mut addrs = vec![cluster.writer.as_ref().expect("writer").addr];
+    addrs.extend(cluster.reader_addrs());
+    for addr in &addrs {
+        let mut node = client_of(*addr);
+        assert_eq!(
+            cmd(&mut node, "get_config cache.cache_size").await,
+            "1GB",
+            "node {addr}"
+        );
+    }
+    assert_eq!(cmd(&mut proxy, "get_config cache.cache_size").await, "1GB");
+    let refused = grpc_ok(
+        "bad set_config",
+        proxy
+            .cmd(Command {
+                cmd: "set_config cache.cache_size lots".into(),
+            })
+            .await,
+    );
+    assert_eq!(code_of(&refused.status), ErrorCode::IllegalArgument as i32);
+    let down = cluster.stop_reader(0).await;
+    let partial = grpc_ok(
+        "set_config with a node down",
+        proxy
+            .cmd(Command {
+                cmd: "set_config cache.cache_size 2GB".into(),
+            })
+            .await,
+    );
+    let reason = partial
+        .status
+        .as_ref()
+        .map(|s| s.reason.clone())
+        .unwrap_or_default();
+    assert_ne!(code_of(&partial.status), 0, "{partial:?}");
+    assert!(
+        reason.contains(&down.to_string()),
+        "names the node: {reason}"
+    );
+    cluster.stop().await;
 }

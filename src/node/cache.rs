@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::segment::{self, Segment};
@@ -25,15 +26,21 @@ struct Inner {
 
 pub struct SegmentCache {
     inner: Mutex<Inner>,
-    capacity: u64,
+    /// Bytes the cache may hold; `cache.cache_size` changes it at run time.
+    capacity: AtomicU64,
 }
 
 impl SegmentCache {
     pub fn new(capacity: u64) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            capacity,
+            capacity: AtomicU64::new(capacity),
         }
+    }
+
+    /// A new capacity, applied from the next load on.
+    pub fn set_capacity(&self, bytes: u64) {
+        self.capacity.store(bytes, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -83,7 +90,7 @@ impl SegmentCache {
             },
         );
         inner.bytes += bytes;
-        while inner.bytes > self.capacity && inner.entries.len() > 1 {
+        while inner.bytes > self.capacity.load(Ordering::Relaxed) && inner.entries.len() > 1 {
             let Some(victim) = inner
                 .entries
                 .iter()

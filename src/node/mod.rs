@@ -4,8 +4,10 @@
 
 pub mod cache;
 pub mod engine;
+pub mod runtime_config;
 pub mod scan;
 pub mod segment;
+pub mod server_config;
 pub mod service;
 
 use std::net::SocketAddr;
@@ -29,7 +31,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Milvus `meta_uri`; `sqlite://:@:/` means `<data_dir>/db/meta.sqlite`.
     pub meta_uri: String,
-    /// Auto-flush period of the insert buffer (Milvus `auto_flush_interval`).
+    /// Auto-flush period of the insert buffer (Milvus `auto_flush_interval`;
+    /// zero disables it; `set_config storage.auto_flush_interval` changes it).
     pub flush_interval: Duration,
     /// Period of the background merge of small files; zero disables it.
     pub merge_interval: Duration,
@@ -112,7 +115,12 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     let (shutdown, mut stop_rx) = watch::channel(false);
-    let service = service::NodeService::new(engine.clone());
+    let config = Arc::new(runtime_config::RuntimeConfig::new(
+        &opts,
+        addr,
+        engine.clone(),
+    ));
+    let service = service::NodeService::new(engine.clone(), config.clone());
     let max = opts.max_message_size;
     let server = tokio::spawn(async move {
         crate::grpc::serve(listener, service, max, async move {
@@ -123,9 +131,10 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     });
     let mut background = Vec::new();
     if opts.role == Role::Writable {
-        background.push(every(opts.flush_interval, engine.clone(), |e| async move {
-            e.auto_flush().await;
-        }));
+        background.push(runtime_config::auto_flush_task(
+            engine.clone(),
+            config.flush_period(),
+        ));
         if !opts.merge_interval.is_zero() {
             background.push(every(opts.merge_interval, engine.clone(), |e| async move {
                 if let Err(err) = e.merge_small_files().await {

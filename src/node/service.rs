@@ -6,6 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response};
 
 use super::engine::Engine;
+use super::runtime_config::RuntimeConfig;
+use super::server_config;
 use crate::status::{respond, MilvusError, MilvusResult};
 use crate::validate;
 use crate::wire::milvus_service_server::MilvusService;
@@ -18,11 +20,12 @@ type RpcResult<T> = Result<Response<T>, tonic::Status>;
 
 pub struct NodeService {
     engine: Arc<Engine>,
+    config: Arc<RuntimeConfig>,
 }
 
 impl NodeService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, config: Arc<RuntimeConfig>) -> Self {
+        Self { engine, config }
     }
 }
 
@@ -303,6 +306,16 @@ impl MilvusService for NodeService {
 
     async fn cmd(&self, req: Request<Command>) -> RpcResult<StringReply> {
         let cmd = req.into_inner().cmd;
+        if let Some(command) = server_config::parse_command(cmd.trim()) {
+            return respond(
+                command
+                    .and_then(|c| self.config.run(c))
+                    .map(|text| StringReply {
+                        status: None,
+                        string_reply: text,
+                    }),
+            );
+        }
         let reply = match cmd.trim() {
             "version" => MILVUS_VERSION.to_string(),
             "status" => "OK".to_string(),

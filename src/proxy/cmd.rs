@@ -1,13 +1,15 @@
 //! `Cmd`: the commands the proxy answers itself (`status`, `route
 //! <collection>`, which explains a search's plan), `version` from the first
-//! node that answers, and every other command forwarded to the writable node.
+//! node that answers, `set_config` sent to every node (each Milvus node has
+//! its own configuration), and every other command (`get_config` included)
+//! forwarded to the writable node.
 
 use super::cluster::Cluster;
 use super::forward::client_call;
 use super::route::{self, RoutePlan};
 use crate::status::{MilvusError, MilvusResult};
 use crate::validate;
-use crate::wire::{Command, StringReply};
+use crate::wire::{Command, ErrorCode, StringReply};
 
 /// What a `Cmd` text asks of the proxy.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +20,8 @@ enum ProxyCommand<'a> {
     Route(&'a str),
     /// `version`: the cluster's Milvus version.
     Version,
+    /// `set_config ...`: for every node.
+    SetConfig,
     /// Anything else: for the writable node.
     Forward,
 }
@@ -38,6 +42,10 @@ fn parse(cmd: &str) -> MilvusResult<ProxyCommand<'_>> {
     if text == "version" {
         return Ok(ProxyCommand::Version);
     }
+    // Milvus recognises config commands by their first 10 characters.
+    if text.starts_with("set_config") {
+        return Ok(ProxyCommand::SetConfig);
+    }
     Ok(ProxyCommand::Forward)
 }
 
@@ -54,6 +62,7 @@ impl Cluster {
             ProxyCommand::Status => Ok(text_reply("OK".into())),
             ProxyCommand::Route(name) => Ok(text_reply(self.explain_route(name).await?)),
             ProxyCommand::Version => self.version(cmd).await,
+            ProxyCommand::SetConfig => self.set_config_everywhere(cmd).await,
             ProxyCommand::Forward => {
                 self.to_writer("Cmd", Command { cmd }, client_call!(cmd))
                     .await
@@ -78,6 +87,63 @@ impl Cluster {
             }
         }
         Err(last_err.unwrap_or_else(|| MilvusError::unexpected("no backend configured")))
+    }
+
+    /// `set_config` on the writer and every read-only node, in parallel.
+    /// The answer is the writer's; if any node refused or could not be
+    /// reached, an error naming it (nodes that accepted keep the value:
+    /// Milvus has no way to take a `set_config` back).
+    async fn set_config_everywhere(&self, cmd: String) -> MilvusResult<StringReply> {
+        let nodes: Vec<_> = std::iter::once(&self.backends.writable)
+            .chain(&self.backends.readonly)
+            .collect();
+        let calls = nodes.iter().map(|b| {
+            let request = Command { cmd: cmd.clone() };
+            b.call("Cmd", self.request_timeout, |mut c| async move {
+                c.cmd(request).await
+            })
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut writer_reply = None;
+        let mut refusals = Vec::new();
+        for (i, (b, result)) in nodes.iter().zip(results).enumerate() {
+            let role = if i == 0 { "writable" } else { "read-only" };
+            let failure = match result {
+                Err(e) => Some(e.to_milvus()),
+                Ok(reply) => match reply.status.as_ref().filter(|s| s.error_code != 0) {
+                    Some(s) => Some(MilvusError::new(
+                        ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError),
+                        s.reason.clone(),
+                    )),
+                    None => {
+                        if i == 0 {
+                            writer_reply = Some(reply);
+                        }
+                        None
+                    }
+                },
+            };
+            if let Some(e) = failure {
+                refusals.push((format!("{role} node {}", b.addr), e));
+            }
+        }
+        match (writer_reply, refusals.first()) {
+            (Some(reply), None) => Ok(reply),
+            (_, Some((_, first))) => {
+                let all: Vec<String> = refusals
+                    .iter()
+                    .map(|(node, e)| format!("{node}: {}", e.reason))
+                    .collect();
+                Err(MilvusError::new(
+                    first.code,
+                    format!(
+                        "set_config refused by {}; nodes not listed applied it",
+                        all.join("; ")
+                    ),
+                ))
+            }
+            (None, None) => Err(MilvusError::unexpected("no writable node configured")),
+        }
     }
 
     /// `Cmd("route <collection>")`: which files a full search reads and which node gets each.
@@ -118,7 +184,6 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ErrorCode;
 
     #[test]
     fn parses_the_commands_the_proxy_answers_itself() {
@@ -133,5 +198,15 @@ mod tests {
         );
         assert_eq!(parse("mode").unwrap(), ProxyCommand::Forward);
         assert_eq!(parse("statuses").unwrap(), ProxyCommand::Forward);
+        assert_eq!(
+            parse("set_config storage.auto_flush_interval 2").unwrap(),
+            ProxyCommand::SetConfig
+        );
+        // A malformed one is still every node's to refuse, as Milvus would.
+        assert_eq!(parse("set_config").unwrap(), ProxyCommand::SetConfig);
+        assert_eq!(
+            parse("get_config storage.auto_flush_interval").unwrap(),
+            ProxyCommand::Forward
+        );
     }
 }

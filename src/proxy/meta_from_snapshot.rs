@@ -5,6 +5,7 @@
 //! computes from the same metadata rows. Each takes the RPC's request, as
 //! `Cluster::read_meta` passes it.
 
+use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
 use crate::topology::{CollectionView, Snapshot};
 use crate::types::DEFAULT_PARTITION_TAG;
@@ -74,11 +75,12 @@ pub fn show_partitions(snap: &Snapshot, r: &CollectionName) -> MilvusResult<Part
 
 pub fn has_partition(snap: &Snapshot, r: &PartitionParam) -> MilvusResult<BoolReply> {
     let v = view(snap, &r.collection_name)?;
-    let tag = validate::partition_tag(&r.tag)?;
     Ok(BoolReply {
         status: None,
-        bool_reply: tag == DEFAULT_PARTITION_TAG
-            || v.partitions.iter().any(|p| p.partition_tag == tag),
+        bool_reply: partition::has_tag(
+            v.partitions.iter().map(|p| p.partition_tag.as_str()),
+            &r.tag,
+        ),
     })
 }
 
@@ -179,6 +181,10 @@ mod tests {
                 .bool_reply
         );
         assert!(!has_partition(&s, &partition("a", "p2")).unwrap().bool_reply);
+        // Only the collection name is validated: odd tags are just absent.
+        for odd in ["", "  ", &"t".repeat(300)] {
+            assert!(!has_partition(&s, &partition("a", odd)).unwrap().bool_reply);
+        }
         assert_eq!(describe_index(&s, &name("a")).unwrap().index_type, 1);
     }
 

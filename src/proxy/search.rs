@@ -45,13 +45,14 @@ impl Cluster {
         loop {
             let view = self.view(&p.collection_name).await?;
             validate::search_params(view.engine, &params, p.topk)?;
+            let metric = validate::search_metric(view.metric, &params)?;
             validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
             let files = route::select_files(&view, &tags)?;
             if files.is_empty() {
                 return Ok(TopKHits::empty().into_wire());
             }
             let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
-            match self.fan_out(&plan, &p, view.metric).await {
+            match self.fan_out(&plan, &p, metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
                     tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
                     self.topology.reload().await?;
@@ -178,6 +179,7 @@ impl Cluster {
         }
         let view = self.view(&s.collection_name).await?;
         validate::search_params(view.engine, &params, s.topk)?;
+        let metric = validate::search_metric(view.metric, &params)?;
         validate::vector_shapes(&s.query_record_array, view.metric, view.root.dimension)?;
         let wanted: HashSet<i64> = ids.into_iter().collect();
         let files: Vec<(i64, i64)> = view
@@ -194,7 +196,7 @@ impl Cluster {
         }
         let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
         s.partition_tag_array.clear();
-        self.fan_out(&plan, &s, view.metric)
+        self.fan_out(&plan, &s, metric)
             .await
             .map(TopKHits::into_wire)
     }
@@ -208,6 +210,8 @@ impl Cluster {
         validate::topk(p.topk)?;
         validate::result_size(p.id_array.len(), p.topk)?;
         let view = self.view(&p.collection_name).await?;
+        let params = validate::extra_params(&p.extra_params)?;
+        let metric = validate::search_metric(view.metric, &params)?;
         let mut records: Vec<Option<RowRecord>> = Vec::with_capacity(p.id_array.len());
         for chunk in p.id_array.chunks(validate::MAX_GET_BY_ID) {
             let request = VectorsIdentity {
@@ -246,7 +250,7 @@ impl Cluster {
         }
         let hits = TopKHits::from_wire(&reply)?;
         Ok(hits
-            .spread_rows(&present, p.id_array.len(), view.metric.order())
+            .spread_rows(&present, p.id_array.len(), metric.order())
             .into_wire())
     }
 }

@@ -26,7 +26,7 @@ pub use names::{
     collection_name, new_partition_tag, partition_capacity, partition_tag, trim_blanks,
 };
 pub use params::{extra_params, int_param};
-pub use search::{result_size, search_params, search_request, topk};
+pub use search::{result_size, search_metric, search_params, search_request, topk};
 pub use vectors::{insert_payload, vector_shapes, vectors, VectorData};
 
 /// Largest topk (`QUERY_MAX_TOPK`, Milvus 1.1.1+; 1.1.0 allowed 16384).

@@ -4,10 +4,10 @@
 use serde_json::Value;
 
 use super::names::{collection_name, partition_tag};
-use super::params::required_in_range;
+use super::params::{int_param, required_in_range};
 use super::{fail, MAX_HNSW_EF, MAX_NPROBE, MAX_RESULT_BYTES, MAX_TOPK};
 use crate::status::MilvusResult;
-use crate::types::EngineType;
+use crate::types::{EngineType, MetricType};
 use crate::wire::ErrorCode;
 
 /// Bytes of a search result entry: an i64 id and an f32 distance.
@@ -79,6 +79,45 @@ pub fn search_params(engine: EngineType, params: &Value, topk: i64) -> MilvusRes
         EngineType::Flat | EngineType::BinFlat | EngineType::SptagKdt | EngineType::SptagBkt => {}
     }
     Ok(())
+}
+
+/// The metric a search ranks raw (IDMAP / BIN_IDMAP) files with: the
+/// collection's, unless the params JSON carries a per-search `metric_type`
+/// override (Milvus `XSearchTask::Execute`). The override is the metric's
+/// number, as Milvus reads it (`get<int64_t>`; pymilvus `MetricType.IP` is 2):
+/// a float collection accepts L2 (1) or IP (2), a binary one HAMMING (3),
+/// JACCARD (4), TANIMOTO (5), SUBSTRUCTURE (6) or SUPERSTRUCTURE (7).
+/// Anything else is code 5 (Milvus: SERVER_INVALID_ARGUMENT "Illegal metric
+/// type"). Milvus checks only when a raw file is searched and throws on a
+/// non-number; we check every search the same way. Shared by the node (scan
+/// order) and the proxy (merge order).
+pub fn search_metric(collection: MetricType, params: &Value) -> MilvusResult<MetricType> {
+    const KEY: &str = "metric_type";
+    let illegal = |shown: String| {
+        let accepted = if collection.is_binary() {
+            "HAMMING (3), JACCARD (4), TANIMOTO (5), SUBSTRUCTURE (6) or SUPERSTRUCTURE (7)"
+        } else {
+            "L2 (1) or IP (2)"
+        };
+        fail(
+            ErrorCode::IllegalArgument,
+            format!(
+                "Illegal metric type: {shown}. A search of this {} collection accepts metric_type {accepted}, given as the number.",
+                collection.name()
+            ),
+        )
+    };
+    let Some(raw) = params.get(KEY) else {
+        return Ok(collection);
+    };
+    let value = int_param(params, KEY).map_err(|_| illegal(raw.to_string()))?;
+    let Some(value) = value else {
+        return Ok(collection);
+    };
+    match i32::try_from(value).ok().and_then(MetricType::from_i32) {
+        Some(m) if m.is_binary() == collection.is_binary() => Ok(m),
+        _ => Err(illegal(value.to_string())),
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +286,50 @@ mod tests {
             )),
             ErrorCode::IllegalArgument
         );
+    }
+    #[test]
+    fn search_metric_override() {
+        use MetricType::*;
+        assert_eq!(search_metric(L2, &json!({})), Ok(L2));
+        assert_eq!(search_metric(L2, &json!({"nprobe": 8})), Ok(L2));
+        assert_eq!(search_metric(L2, &json!({"metric_type": 2})), Ok(Ip));
+        assert_eq!(search_metric(Ip, &json!({"metric_type": 1})), Ok(L2));
+        assert_eq!(search_metric(Ip, &json!({"metric_type": 2})), Ok(Ip));
+        for binary in [3, 4, 5, 6, 7] {
+            let m = MetricType::from_i32(binary).unwrap();
+            assert_eq!(
+                search_metric(Jaccard, &json!({"metric_type": binary})),
+                Ok(m)
+            );
+            assert_eq!(
+                code_of(search_metric(L2, &json!({"metric_type": binary}))),
+                ErrorCode::IllegalArgument
+            );
+        }
+        for float in [1, 2] {
+            assert_eq!(
+                code_of(search_metric(Hamming, &json!({"metric_type": float}))),
+                ErrorCode::IllegalArgument
+            );
+        }
+        for bad in [
+            json!({"metric_type": 0}),
+            json!({"metric_type": 8}),
+            json!({"metric_type": -1}),
+            json!({"metric_type": "IP"}),
+            json!({"metric_type": 2.5}),
+            json!({"metric_type": null}),
+            json!({"metric_type": [2]}),
+            json!({"metric_type": u64::MAX}),
+        ] {
+            assert_eq!(
+                code_of(search_metric(L2, &bad)),
+                ErrorCode::IllegalArgument,
+                "{bad}"
+            );
+        }
+        let reason = reason_of(search_metric(L2, &json!({"metric_type": "IP"})));
+        assert!(reason.contains("Illegal metric type: \"IP\""), "{reason}");
+        assert!(reason.contains("IP (2)"), "{reason}");
     }
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 
 import pytest
 
@@ -601,3 +602,133 @@ def test_unknown_collection_is_code_4(target):
     status, _ = client.insert(missing, float_vectors(rng, 1, DIM))
     assert_code(status, COLLECTION_NOT_EXISTS, "insert")
     assert_code(client.drop_collection(missing), COLLECTION_NOT_EXISTS, "drop")
+
+
+# ------------------------------------------------------------------ Milvus 1.1 fidelity (issue 10)
+
+
+def test_search_metric_type_override(target):
+    """A raw (FLAT) collection accepts a per-search metric in the params, as its number
+    (pymilvus' MetricType); the ranking follows it, IP best-first (descending)."""
+    client = target.client
+    rng = random.Random(1001)
+    name = new_collection(target, MetricType.L2)
+    dataset = load_in_batches(target, name, rng, batches=3, rows=120)
+    queries = queries_from(rng, dataset)
+    for topk in (1, 10):
+        results = search(client, name, queries, topk, params={"metric_type": int(MetricType.IP)})
+        assert_search_matches(results, queries, dataset, MetricType.IP, topk)
+        assert all(row == sorted(row, reverse=True) for row in results.distance_array)
+    # The collection's own metric and its explicit name agree.
+    for params in (None, {"metric_type": int(MetricType.L2)}):
+        results = search(client, name, queries, 10, params=params)
+        assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+    for bad in (int(MetricType.HAMMING), 0, 9, "IP", 2.5):
+        status, _ = client.search(name, 10, queries, params={"metric_type": bad})
+        assert_code(status, ILLEGAL_ARGUMENT, f"metric_type {bad!r} on a float collection")
+
+
+def test_binary_search_metric_type_override(target):
+    client = target.client
+    rng = random.Random(1002)
+    name = new_collection(target, MetricType.JACCARD, 64)
+    dataset = load_in_batches(target, name, rng, batches=2, rows=80, dim=64, binary=True)
+    queries = binary_vectors(rng, 3, 64)
+    for metric in (MetricType.HAMMING, MetricType.TANIMOTO, MetricType.JACCARD):
+        results = search(client, name, queries, 10, params={"metric_type": int(metric)})
+        assert_search_matches(results, queries, dataset, metric, 10)
+    for bad in (int(MetricType.L2), int(MetricType.IP), 8):
+        status, _ = client.search(name, 10, queries, params={"metric_type": bad})
+        assert_code(status, ILLEGAL_ARGUMENT, f"metric_type {bad} on a binary collection")
+
+
+def test_get_entity_by_id_of_an_empty_collection_or_partition(target):
+    client = target.client
+    rng = random.Random(1003)
+    name = new_collection(target, MetricType.L2)
+    assert_ok(client.create_partition(name, "p1"))
+    status, _ = client.get_entity_by_id(name, [1, 2])
+    assert_code(status, UNEXPECTED_ERROR, "get by id with no file")
+    assert "Collection or partition is empty" in status.message, status.message
+    load_in_batches(target, name, rng, batches=1, rows=10, first_id=1)
+    status, vectors = client.get_entity_by_id(name, [1, 2])
+    assert_ok(status)
+    assert all(len(v) == DIM for v in vectors)
+    status, _ = client.get_entity_by_id(name, [1], partition_tag="p1")
+    assert_code(status, UNEXPECTED_ERROR, "get by id from a partition with no file")
+    assert "Collection or partition is empty" in status.message, status.message
+
+
+def test_get_entity_by_id_returns_the_first_occurrence(target):
+    client = target.client
+    rng = random.Random(1004)
+    name = new_collection(target, MetricType.L2)
+    first, second, third = float_vectors(rng, 3, DIM)
+    insert(client, name, [first, second], ids=[7, 7])  # one segment, id 7 twice
+    target.flush(name)
+    insert(client, name, [third], ids=[7])  # a later segment
+    target.flush(name)
+    status, vectors = client.get_entity_by_id(name, [7, 7])
+    assert_ok(status)
+    assert [list(v) for v in vectors] == [first, first]
+
+
+def test_has_partition_checks_only_the_collection_name(target):
+    client = target.client
+    name = new_collection(target, MetricType.L2)
+    assert_ok(client.create_partition(name, "p1"))
+    for tag, expected in [
+        ("p1", True),
+        ("  p1\t", True),
+        ("_default", True),
+        (" _default ", True),
+        ("p2", False),
+        ("", False),
+        ("   ", False),
+        ("t" * 300, False),
+    ]:
+        status, exists = client.has_partition(name, tag)
+        assert_ok(status, f"has_partition {tag!r}")
+        assert exists is expected, f"has_partition {tag!r}"
+    status, _ = client.has_partition(unique_name(), "p1")
+    assert_code(status, COLLECTION_NOT_EXISTS, "has_partition of an unknown collection")
+    status, _ = client.has_partition("1bad", "p1")
+    assert_code(status, ILLEGAL_COLLECTION_NAME, "has_partition of a bad collection name")
+
+
+def test_get_and_set_config(target):
+    client = target.client
+    status, value = client.get_config("storage", "auto_flush_interval")
+    assert_ok(status)
+    assert value == "1"
+    status, value = client.get_config("network", "http.port")
+    assert_ok(status)
+    assert value == "19121"
+    assert_ok(client.set_config("cache", "cache_size", "2GB")[0])
+    status, value = client.get_config("cache", "cache_size")
+    assert_ok(status)
+    assert value == "2GB"
+    status, _ = client.set_config("cache", "cache_size", "2TB")
+    assert_code(status, ILLEGAL_ARGUMENT, "set_config with an unknown unit")
+    status, _ = client.set_config("storage", "auto_flush_interval", "-1")
+    assert_code(status, ILLEGAL_ARGUMENT, "a negative auto_flush_interval")
+    status, _ = client.get_config("storage", "no_such_key")
+    assert_code(status, UNEXPECTED_ERROR, "an unknown key")
+    assert "Config node invalid: storage.no_such_key" in status.message
+    status, _ = client._cmd("get_config storage")
+    assert_code(status, UNEXPECTED_ERROR, "a malformed get_config")
+    assert "Invalid command" in status.message
+
+
+def test_auto_flush_interval_is_obeyed(target):
+    """auto_flush_interval 0 stops the automatic flush; setting it back restarts it."""
+    client = target.client
+    rng = random.Random(1005)
+    name = new_collection(target, MetricType.L2)
+    assert_ok(client.set_config("storage", "auto_flush_interval", "0")[0])
+    insert(client, name, float_vectors(rng, 30, DIM))
+    # Long enough for several 1 s auto-flushes had it still been on.
+    time.sleep(3.5)
+    assert count(client, name) == 0, "rows were flushed although auto-flush is off"
+    assert_ok(client.set_config("storage", "auto_flush_interval", "1")[0])
+    wait_until(lambda: count(client, name) == 30, timeout=15, what="auto-flush after re-enabling")

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::{meta_err, Engine, SEARCHABLE};
 use crate::meta::{self, schema::SCHEMA_VERSION, CollectionRow};
+use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
 use crate::types::{EngineType, FileType, DEFAULT_PARTITION_TAG, TABLE_STATE_NORMAL};
 use crate::validate;
@@ -160,14 +161,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Milvus validates only the collection name: any tag is looked up
+    /// trimmed, so a blank, over-long or unknown one is simply absent.
     pub async fn has_partition(&self, name: &str, tag: &str) -> MilvusResult<bool> {
         self.collection(name).await?;
-        let tag = validate::partition_tag(tag)?;
-        if tag == DEFAULT_PARTITION_TAG {
-            return Ok(true);
-        }
         let parts = self.meta.partitions(name).await.map_err(meta_err)?;
-        Ok(parts.iter().any(|p| p.partition_tag == tag))
+        Ok(partition::has_tag(
+            parts.iter().map(|p| p.partition_tag.as_str()),
+            tag,
+        ))
     }
 
     pub async fn show_partitions(&self, name: &str) -> MilvusResult<Vec<String>> {

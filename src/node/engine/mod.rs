@@ -120,6 +120,11 @@ impl Engine {
         &self.meta
     }
 
+    /// `set_config cache.cache_size`: the segment cache's new bound.
+    pub fn set_cache_capacity(&self, bytes: u64) {
+        self.cache.set_capacity(bytes);
+    }
+
     /// Writes are refused on a read-only node: real Milvus silently accepts
     /// and loses them; we say so instead.
     pub fn require_writable(&self, what: &str) -> MilvusResult<()> {

@@ -36,7 +36,8 @@ impl Engine {
     }
 
     /// The checks every vector search makes, in Milvus' order, and the
-    /// collection and query vectors they yield.
+    /// collection, query vectors and ranking metric (the collection's or the
+    /// params' `metric_type` override) they yield.
     async fn search_target(
         &self,
         name: &str,
@@ -44,12 +45,13 @@ impl Engine {
         records: &[crate::wire::RowRecord],
         topk: i64,
         params: &serde_json::Value,
-    ) -> MilvusResult<(Collection, VectorData)> {
+    ) -> MilvusResult<(Collection, VectorData, MetricType)> {
         validate::search_request(name, tags, records.len(), topk)?;
         let c = self.collection(name).await?;
         validate::search_params(c.engine, params, topk)?;
+        let metric = validate::search_metric(c.metric, params)?;
         let queries = validate::vectors(records, c.metric, c.dim())?;
-        Ok((c, queries))
+        Ok((c, queries, metric))
     }
 
     pub async fn search(
@@ -60,11 +62,12 @@ impl Engine {
         topk: i64,
         params: &serde_json::Value,
     ) -> MilvusResult<TopKHits> {
-        let (c, queries) = self
+        let (c, queries, metric) = self
             .search_target(name, tags, records, topk, params)
             .await?;
         let files = self.selected_files(&c, tags).await?;
-        self.search_files(&c, &files, &queries, topk as usize).await
+        self.search_files(&c, &files, &queries, topk as usize, metric)
+            .await
     }
 
     pub async fn search_in_files(
@@ -77,7 +80,7 @@ impl Engine {
         params: &serde_json::Value,
     ) -> MilvusResult<TopKHits> {
         let ids = validate::file_ids(file_ids)?;
-        let (c, queries) = self
+        let (c, queries, metric) = self
             .search_target(name, tags, records, topk, params)
             .await?;
         let found = self.meta.files_by_ids(&ids).await.map_err(meta_err)?;
@@ -98,7 +101,8 @@ impl Engine {
                 ) && tables.contains(&f.table_id)
             })
             .collect();
-        self.search_files(&c, &files, &queries, topk as usize).await
+        self.search_files(&c, &files, &queries, topk as usize, metric)
+            .await
     }
 
     pub async fn search_by_id(
@@ -117,7 +121,11 @@ impl Engine {
         validate::result_size(ids.len(), topk)?;
         let c = self.collection(name).await?;
         validate::search_params(c.engine, params, topk)?;
-        let found = self.vectors_by_id(&c, ids, None).await?;
+        let metric = validate::search_metric(c.metric, params)?;
+        let found = self
+            .vectors_by_id(&c, ids, None)
+            .await?
+            .unwrap_or_else(|| vec![None; ids.len()]);
         let files = self.selected_files(&c, tags).await?;
         // Search the ids that exist; rows of missing ids are -1 padding.
         let present: Vec<usize> = (0..ids.len()).filter(|i| found[*i].is_some()).collect();
@@ -125,22 +133,24 @@ impl Engine {
         let hits = if present.is_empty() {
             TopKHits::empty()
         } else {
-            self.search_files(&c, &files, &queries, topk as usize)
+            self.search_files(&c, &files, &queries, topk as usize, metric)
                 .await?
         };
         if hits.nq == 0 {
             return Ok(hits);
         }
-        Ok(hits.spread_rows(&present, ids.len(), c.metric.order()))
+        Ok(hits.spread_rows(&present, ids.len(), metric.order()))
     }
 
-    /// Exact search of `queries` over `files`, merged into one top-k.
+    /// Exact search of `queries` over `files` ranked by `metric` (the
+    /// collection's, or the search's override), merged into one top-k.
     async fn search_files(
         &self,
         c: &Collection,
         files: &[FileRow],
         queries: &VectorData,
         topk: usize,
+        metric: MetricType,
     ) -> MilvusResult<TopKHits> {
         if files.is_empty() {
             return Ok(TopKHits::empty());
@@ -149,7 +159,6 @@ impl Engine {
         for f in files {
             segments.push(self.load(f).await?);
         }
-        let metric = c.metric;
         let dim = c.dim() as usize;
         let queries = queries.clone();
         tokio::task::spawn_blocking(move || {
