@@ -106,6 +106,30 @@ impl Config {
             );
         }
 
+        for (key, duration) in [
+            ("topology.read_timeout", self.topology.read_timeout),
+            (
+                "topology.max_retry_interval",
+                self.topology.max_retry_interval,
+            ),
+            ("topology.stale_after", self.topology.stale_after),
+        ] {
+            if duration.is_zero() {
+                report(key, "must be greater than 0".to_string());
+            }
+        }
+        if let Err(message) = crate::proxy::access::AccessPolicy::from_config(&self.access) {
+            let key = if message.starts_with("access.deny") {
+                "access.deny"
+            } else {
+                "access.allow_networks"
+            };
+            let message = message
+                .split_once(": ")
+                .map_or(message.clone(), |(_, m)| m.to_string());
+            report(key, message);
+        }
+
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
         }
