@@ -208,7 +208,7 @@ pub fn redacted(uri: &str) -> String {
 pub fn redact_uris_in(text: &str) -> String {
     static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
     let pattern = USERINFO.get_or_init(|| {
-        regex::Regex::new(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@\s]+@").ok()
+        regex::Regex::new(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s\[\]]*):[^@\s]+@").ok()
     });
     match pattern {
         Some(re) => re.replace_all(text, "${head}:***@").into_owned(),
@@ -235,6 +235,8 @@ mod tests {
     #[test]
     fn uris_inside_text_are_redacted() {
         let text = "cannot open mysql://root:pa:ss@db:3306/m (was sqlite:///x, also mysql://u@h/d)";
+        let help = "expected mysql://user[:password]@host[:port]/database";
+        assert_eq!(redact_uris_in(help), help);
         assert_eq!(
             redact_uris_in(text),
             "cannot open mysql://root:***@db:3306/m (was sqlite:///x, also mysql://u@h/d)"
