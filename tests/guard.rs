@@ -472,7 +472,10 @@ fn failing_starts_never_print_the_password() {
                 "{what} {args:?} printed the password:\n{output}"
             );
             assert!(!output.trim().is_empty(), "{what}: says what is wrong");
-            assert!(!output.contains("[:***@"), "help text left intact:\n{output}");
+            assert!(
+                !output.contains("[:***@"),
+                "help text left intact:\n{output}"
+            );
             for line in output.lines() {
                 let halves: Vec<&str> = line.split(": ").collect();
                 let mut seen = std::collections::HashSet::new();
