@@ -130,10 +130,50 @@ impl Config {
             report(key, message);
         }
 
+        self.check_tls(&mut report);
+
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
         }
         errors
+    }
+}
+
+impl Config {
+    /// `[tls]`: both files or neither, a CA only with them, and files that
+    /// really make a TLS identity (read here, so `check-config` catches them).
+    fn check_tls(&self, report: &mut impl FnMut(&str, String)) {
+        let tls = &self.tls;
+        let set = |s: &str| !s.trim().is_empty();
+        if set(&tls.cert_file) != set(&tls.key_file) {
+            let missing = if set(&tls.cert_file) {
+                "tls.key_file"
+            } else {
+                "tls.cert_file"
+            };
+            report(
+                missing,
+                "tls.cert_file and tls.key_file go together".to_string(),
+            );
+            return;
+        }
+        if !set(&tls.cert_file) {
+            if set(&tls.client_ca_file) {
+                report(
+                    "tls.client_ca_file",
+                    "client certificates need TLS: set tls.cert_file and tls.key_file".to_string(),
+                );
+            }
+            return;
+        }
+        if tls.reload_interval.is_zero() {
+            report("tls.reload_interval", "must be greater than 0".to_string());
+        }
+        if let Some(files) = crate::proxy::tls::TlsFiles::from_config(tls) {
+            if let Err(message) = crate::proxy::tls::server_config(&files) {
+                report("tls.cert_file", message);
+            }
+        }
     }
 }
 

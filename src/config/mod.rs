@@ -48,7 +48,7 @@ pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use settings::{
     AccessConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig,
-    ServerConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
+    ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
 };
 
 use env::apply_env_overrides;
@@ -165,6 +165,7 @@ impl Config {
             topology: parts.parse("topology"),
             log: parts.parse("log"),
             access: parts.parse("access"),
+            tls: parts.parse("tls"),
         };
 
         for error in config.validate() {

@@ -21,6 +21,7 @@ pub struct Config {
     pub topology: TopologyConfig,
     pub log: LogConfig,
     pub access: AccessConfig,
+    pub tls: TlsConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.
@@ -188,6 +189,32 @@ pub struct AccessConfig {
     pub deny: Vec<String>,
     /// Client networks (CIDR or single addresses) allowed to call; empty = all.
     pub allow_networks: Vec<String>,
+}
+
+/// `[tls]`: TLS on the client listener (off while `cert_file` is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the listener; empty = plain TCP.
+    pub cert_file: String,
+    /// PEM private key of that certificate.
+    pub key_file: String,
+    /// PEM CA certificates; set = clients must present a certificate they signed (mTLS).
+    pub client_ca_file: String,
+    /// How often the files' modification times are checked for a reload.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[log]`: logging to stderr.

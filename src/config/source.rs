@@ -9,8 +9,8 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 7] = [
-    "server", "metrics", "meta", "backends", "topology", "log", "access",
+pub(super) const SECTION_NAMES: [&str; 8] = [
+    "server", "metrics", "meta", "backends", "topology", "log", "access", "tls",
 ];
 
 /// Where a value came from, for error messages.

@@ -19,6 +19,7 @@ pub mod route;
 pub mod rpc_metrics;
 mod search;
 pub mod service;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,13 +129,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         access,
         metrics.clone(),
     );
-    let server = tokio::spawn(async move {
-        crate::grpc::serve_routes(listener, routes, async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("proxy gRPC server")
-    });
+    let stopped = async move {
+        let _ = grpc_stop.wait_for(|s| *s).await;
+    };
+    let mut tls_reloader = None;
+    let server = match tls::TlsFiles::from_config(&config.tls) {
+        None => tokio::spawn(async move {
+            crate::grpc::serve_routes(listener, routes, stopped)
+                .await
+                .context("proxy gRPC server")
+        }),
+        Some(files) => {
+            let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
+            tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
+            let incoming = tls::incoming(listener, tls);
+            tokio::spawn(async move {
+                crate::grpc::serve_routes_incoming(incoming, routes, stopped)
+                    .await
+                    .context("proxy gRPC server (TLS)")
+            })
+        }
+    };
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_backends = backends.clone();
@@ -156,10 +171,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     .await
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
 
-    let background = vec![
+    let mut background = vec![
         topology.spawn_refresher(config.topology.refresh_interval),
         backends.spawn_health_checks(HEALTH_CHECK_PERIOD),
     ];
+    background.extend(tls_reloader);
     tracing::info!(
         %addr,
         %metrics_addr,
