@@ -107,6 +107,27 @@ async fn unknown_names(kind: MetaKind) {
     );
     assert!(miss_reads <= bound, "{miss_reads} reads > {bound}");
 
+    // 300 different missing names: bounded by the global rate (10 per TTL).
+    let before = reads(&proxy);
+    let started = Instant::now();
+    for i in 0..300 {
+        let param = search_param(&format!("missing_{i}"), &[], &queries, 1, "{}");
+        let code = search_code("missing", client.search(param).await);
+        assert_eq!(code, COLLECTION_NOT_EXISTS, "search {i}");
+    }
+    let elapsed = started.elapsed();
+    let random_reads = reads(&proxy) - before;
+    let random_bound = 2 * (elapsed.as_secs_f64() / (ttl.as_secs_f64() / 10.0)).ceil() as u64 + 2;
+    eprintln!(
+        "{}: 300 searches on 300 different missing names in {:.2}s caused {random_reads} metadata reads (bound {random_bound})",
+        kind.label(),
+        elapsed.as_secs_f64()
+    );
+    assert!(
+        random_reads <= random_bound,
+        "{random_reads} reads > {random_bound}"
+    );
+
     // Created straight on the writer: this proxy was not told.
     let mut writer = cluster.writer_client();
     create_collection(&mut writer, "born_elsewhere", 8, L2).await;

@@ -138,8 +138,8 @@ impl Default for BackendsConfig {
 pub struct TopologyConfig {
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
-    /// A collection name missing from a snapshot verified this recently is
-    /// answered "not found" without another metadata read.
+    /// A collection name that missed this recently is answered "not found"
+    /// without another metadata read; all misses read at most 10 times per it.
     #[serde(with = "humantime_serde")]
     pub negative_cache_ttl: Duration,
     /// Longest one metadata read may take before it counts as failed.

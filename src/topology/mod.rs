@@ -7,8 +7,8 @@
 //! Outages: a failed or timed-out read leaves the last snapshot in use
 //! (searches go on), sets `mishards_metadata_up` to 0 and marks the status
 //! stale; the refresher retries with back-off and catches up on success.
-//! Misses: a name absent from a recently verified snapshot is not read again
-//! (negative cache), so a loop of unknown names costs a bounded read rate.
+//! Misses: a name that missed lately is not read again (negative cache), and
+//! miss-driven reads are rate-bounded over all names (`after_miss`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -115,11 +115,16 @@ impl Snapshot {
     }
 }
 
+/// Miss-driven reads allowed per `negative_cache_ttl`, over all names.
+const MISS_READS_PER_TTL: u32 = 10;
+/// Names the negative cache holds at most.
+const MAX_REMEMBERED_MISSES: usize = 10_000;
+
 /// How the topology treats misses, slow reads and outages (`[topology]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopologySettings {
-    /// A name missing from a snapshot verified against the database less
-    /// than this long ago is answered "not found" without reading again.
+    /// A name that missed less than this long ago is answered "not found"
+    /// without reading again; misses of any names read at most 10 times per it.
     pub negative_cache_ttl: Duration,
     /// Longest one snapshot read (fingerprint or full load) may take.
     pub read_timeout: Duration,
@@ -203,9 +208,11 @@ pub struct Topology {
     loading: Mutex<()>,
     /// When the current snapshot was last known to match the database.
     verified_at: std::sync::Mutex<Option<Instant>>,
-    /// When a miss last made a read (successful or not): the negative cache
-    /// of every name, including during an outage.
+    /// When a miss last made a read (successful or not): the global bound
+    /// on miss-driven reads, including during an outage.
     miss_checked_at: std::sync::Mutex<Option<Instant>>,
+    /// Names recently confirmed missing, and when.
+    misses: std::sync::Mutex<HashMap<String, Instant>>,
     metadata_up: AtomicBool,
     reads: std::sync::Mutex<HashMap<ReadCause, ReadCount>>,
 }
@@ -233,6 +240,7 @@ impl Topology {
             loading: Mutex::new(()),
             verified_at: std::sync::Mutex::new(None),
             miss_checked_at: std::sync::Mutex::new(None),
+            misses: std::sync::Mutex::new(HashMap::new()),
             metadata_up: AtomicBool::new(false),
             reads: std::sync::Mutex::new(HashMap::new()),
         }
@@ -337,34 +345,65 @@ impl Topology {
     }
 
     /// A snapshot in which `name` is looked up again after a miss (it may
-    /// have been created through another proxy replica a moment ago), with a
-    /// bounded cost: within `negative_cache_ttl` of the last verification or
-    /// of the last miss-driven read, the current snapshot is the answer
-    /// (every missing name is remembered as missing that long); otherwise
-    /// one read at a time (single-flight; waiters reuse a read that started
-    /// after they asked), a cheap fingerprint first and the full rows only
-    /// when it moved. So misses cost at most one fingerprint (plus one load
-    /// if the metadata changed) per `negative_cache_ttl`, whatever the names.
+    /// have been created through another proxy replica a moment ago), at a
+    /// bounded cost:
+    /// - a name that missed less than `negative_cache_ttl` ago is answered
+    ///   from the current snapshot (negative cache, per name);
+    /// - otherwise one read at a time (single-flight; waiters reuse a read
+    ///   that started after they asked), a cheap fingerprint first and the
+    ///   full rows only when it moved;
+    /// - and at most one such read per `negative_cache_ttl / 10` whatever the
+    ///   names, so a loop over random names is bounded too.
+    ///
+    /// So a loop on one missing name costs one fingerprint per TTL, and a
+    /// name created elsewhere is found on its first search (or, under a
+    /// flood of other misses, within one refresh interval).
     pub async fn after_miss(&self, name: &str) -> MilvusResult<Arc<Snapshot>> {
         let ttl = self.settings.negative_cache_ttl;
-        let recent = |at: Option<Instant>| at.is_some_and(|t| t.elapsed() < ttl);
-        if recent(*locked(&self.verified_at)) || recent(*locked(&self.miss_checked_at)) {
+        if self.missed_recently(name, ttl) {
             return Ok(self.current());
         }
         let asked = Instant::now();
         let _guard = self.loading.lock().await;
         let snap = self.current();
-        if snap.collection(name).is_some()
-            || self.verified_since(asked)
-            || recent(*locked(&self.miss_checked_at))
-        {
+        if snap.collection(name).is_some() {
+            return Ok(snap);
+        }
+        let gap = ttl / MISS_READS_PER_TTL;
+        let read_lately = locked(&self.miss_checked_at).is_some_and(|t| t.elapsed() < gap);
+        if self.verified_since(asked) || read_lately {
+            self.remember_miss(name);
             return Ok(snap);
         }
         *locked(&self.miss_checked_at) = Some(Instant::now());
-        if snap.loaded && self.fingerprint_locked(ReadCause::Miss).await? {
-            return Ok(snap);
+        let snap = if snap.loaded && self.fingerprint_locked(ReadCause::Miss).await? {
+            snap
+        } else {
+            self.load_locked(ReadCause::Miss).await?
+        };
+        if snap.collection(name).is_none() {
+            self.remember_miss(name);
         }
-        self.load_locked(ReadCause::Miss).await
+        Ok(snap)
+    }
+
+    fn missed_recently(&self, name: &str, ttl: Duration) -> bool {
+        locked(&self.misses)
+            .get(name)
+            .is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    /// Records a miss; the map is bounded (expired entries go first, then all).
+    fn remember_miss(&self, name: &str) {
+        let ttl = self.settings.negative_cache_ttl;
+        let mut misses = locked(&self.misses);
+        if misses.len() >= MAX_REMEMBERED_MISSES {
+            misses.retain(|_, at| at.elapsed() < ttl);
+            if misses.len() >= MAX_REMEMBERED_MISSES {
+                misses.clear();
+            }
+        }
+        misses.insert(name.to_string(), Instant::now());
     }
 
     /// A fresh snapshot that is forced to be re-read from the database: used
