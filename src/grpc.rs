@@ -72,19 +72,50 @@ where
         + 'static,
     Svc::Future: Send + 'static,
 {
+    // `tcp_nodelay` on the builder applies only to listeners tonic binds
+    // itself; accepted streams need it set here, or Nagle's algorithm holds
+    // small replies for the peer's delayed ACK (~40 ms).
+    serve_routes_incoming(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        svc,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_routes`] over any stream of accepted connections (TLS ones).
+pub async fn serve_routes_incoming<Svc, I, IO, IE>(
+    incoming: I,
+    svc: Svc,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    Svc: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Svc::Future: Send + 'static,
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     Server::builder()
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .add_service(svc)
-        // `tcp_nodelay` above applies only to listeners tonic binds itself;
-        // accepted streams need it set here, or Nagle's algorithm holds
-        // small replies for the peer's delayed ACK (~40 ms).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

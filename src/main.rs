@@ -115,7 +115,8 @@ async fn main() -> ExitCode {
             }
             Err(errors) => {
                 for e in &errors {
-                    eprintln!("{}: {e}", file.display());
+                    let text = mishards::meta::redact_uris_in(&e.to_string());
+                    eprintln!("{}: {text}", file.display());
                 }
                 eprintln!("{} error(s)", errors.len());
                 return ExitCode::FAILURE;
@@ -160,7 +161,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("mishards: {e:#}");
+            eprintln!("mishards: {}", mishards::error_text::one_line(&e));
             ExitCode::FAILURE
         }
     }
@@ -168,7 +169,10 @@ async fn main() -> ExitCode {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config: Config = Config::load(&path).map_err(|errors| {
-        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let text: Vec<String> = errors
+            .iter()
+            .map(|e| mishards::meta::redact_uris_in(&e.to_string()))
+            .collect();
         anyhow::anyhow!("{}:\n  {}", path.display(), text.join("\n  "))
     })?;
     init_logging(&config.log.level, config.log.format);

@@ -53,6 +53,41 @@ pub struct Metrics {
     topology_age: Gauge<f64, AtomicU64>,
     backend_up: Family<Labels<1>, Gauge>,
     inflight_requests: Gauge,
+    guard: GuardMetrics,
+}
+
+/// The metadata-outage and access-control series (issue 7), registered
+/// together so they stay one block.
+struct GuardMetrics {
+    metadata_up: Gauge,
+    metadata_reads: Family<Labels<2>, Counter>,
+    access_denied: Family<Labels<1>, Counter>,
+}
+
+impl GuardMetrics {
+    fn register(registry: &mut Registry) -> GuardMetrics {
+        let metrics = GuardMetrics {
+            metadata_up: Gauge::default(),
+            metadata_reads: Family::default(),
+            access_denied: Family::default(),
+        };
+        registry.register(
+            "mishards_metadata_up",
+            "1 if the last read of the metadata database succeeded, else 0",
+            metrics.metadata_up.clone(),
+        );
+        registry.register(
+            "mishards_metadata_reads",
+            "Reads of the metadata database by the topology, by cause (refresh, miss, invalidation) and kind (fingerprint, snapshot)",
+            metrics.metadata_reads.clone(),
+        );
+        registry.register(
+            "mishards_access_denied",
+            "Requests refused by access control, by reason (read_only, denied_rpc, network)",
+            metrics.access_denied.clone(),
+        );
+        metrics
+    }
 }
 
 impl Metrics {
@@ -74,6 +109,7 @@ impl Metrics {
         let topology_age = Gauge::<f64, AtomicU64>::default();
         let backend_up = Family::<Labels<1>, Gauge>::default();
         let inflight_requests = Gauge::default();
+        let guard = GuardMetrics::register(&mut registry);
 
         registry.register(
             "mishards_requests",
@@ -155,7 +191,29 @@ impl Metrics {
             topology_age,
             backend_up,
             inflight_requests,
+            guard,
         })
+    }
+
+    /// Whether the last metadata read succeeded.
+    pub fn set_metadata_up(&self, up: bool) {
+        self.guard.metadata_up.set(i64::from(up));
+    }
+
+    /// One metadata read by the topology: why, and which kind.
+    pub fn count_metadata_read(&self, cause: &str, kind: &str) {
+        self.guard
+            .metadata_reads
+            .get_or_create(&[("cause", cause.to_string()), ("kind", kind.to_string())])
+            .inc();
+    }
+
+    /// One request refused by access control.
+    pub fn count_access_denied(&self, reason: &str) {
+        self.guard
+            .access_denied
+            .get_or_create(&[("reason", reason.to_string())])
+            .inc();
     }
 
     /// One handled RPC at the proxy: method name (e.g. "Search"), Milvus status
@@ -254,9 +312,26 @@ impl Drop for InflightGuard {
     }
 }
 
+/// What `/readyz` answers: 200 when `ready`, else 503, with `detail` as
+/// the body ("ready", or what is missing or degraded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub detail: String,
+}
+
+impl Readiness {
+    fn from_flag(ready: bool) -> Readiness {
+        Readiness {
+            ready,
+            detail: if ready { "ready" } else { "not ready" }.to_string(),
+        }
+    }
+}
+
 struct EndpointState {
     metrics: Arc<Metrics>,
-    ready: Box<dyn Fn() -> bool + Send + Sync>,
+    ready: Box<dyn Fn() -> Readiness + Send + Sync>,
 }
 
 async fn metrics_handler(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
@@ -270,12 +345,14 @@ async fn livez_handler() -> &'static str {
     "ok"
 }
 
-async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode, &'static str) {
-    if (state.ready)() {
-        (StatusCode::OK, "ready")
+async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode, String) {
+    let readiness = (state.ready)();
+    let code = if readiness.ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, readiness.detail)
 }
 
 /// Serves GET /metrics (OpenMetrics text), GET /livez (200 "ok") and GET
@@ -286,6 +363,22 @@ pub async fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: impl Fn() -> bool + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_metrics_with_readiness(
+        addr,
+        metrics,
+        move || Readiness::from_flag(ready()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_metrics`] with a `/readyz` body that says more than ready or not.
+pub async fn serve_metrics_with_readiness(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: impl Fn() -> Readiness + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -106,10 +106,74 @@ impl Config {
             );
         }
 
+        for (key, duration) in [
+            ("topology.read_timeout", self.topology.read_timeout),
+            (
+                "topology.max_retry_interval",
+                self.topology.max_retry_interval,
+            ),
+            ("topology.stale_after", self.topology.stale_after),
+        ] {
+            if duration.is_zero() {
+                report(key, "must be greater than 0".to_string());
+            }
+        }
+        if let Err(message) = crate::proxy::access::AccessPolicy::from_config(&self.access) {
+            let key = if message.starts_with("access.deny") {
+                "access.deny"
+            } else {
+                "access.allow_networks"
+            };
+            let message = message
+                .split_once(": ")
+                .map_or(message.clone(), |(_, m)| m.to_string());
+            report(key, message);
+        }
+
+        self.check_tls(&mut report);
+
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
         }
         errors
+    }
+}
+
+impl Config {
+    /// `[tls]`: both files or neither, a CA only with them, and files that
+    /// really make a TLS identity (read here, so `check-config` catches them).
+    fn check_tls(&self, report: &mut impl FnMut(&str, String)) {
+        let tls = &self.tls;
+        let set = |s: &str| !s.trim().is_empty();
+        if set(&tls.cert_file) != set(&tls.key_file) {
+            let missing = if set(&tls.cert_file) {
+                "tls.key_file"
+            } else {
+                "tls.cert_file"
+            };
+            report(
+                missing,
+                "tls.cert_file and tls.key_file go together".to_string(),
+            );
+            return;
+        }
+        if !set(&tls.cert_file) {
+            if set(&tls.client_ca_file) {
+                report(
+                    "tls.client_ca_file",
+                    "client certificates need TLS: set tls.cert_file and tls.key_file".to_string(),
+                );
+            }
+            return;
+        }
+        if tls.reload_interval.is_zero() {
+            report("tls.reload_interval", "must be greater than 0".to_string());
+        }
+        if let Some(files) = crate::proxy::tls::TlsFiles::from_config(tls) {
+            if let Err(message) = crate::proxy::tls::server_config(&files) {
+                report("tls.cert_file", message);
+            }
+        }
     }
 }
 

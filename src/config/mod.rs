@@ -47,8 +47,8 @@ pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
 pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use settings::{
-    BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig, ServerConfig,
-    TopologyConfig, DEFAULT_MILVUS_PORT,
+    AccessConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig,
+    ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
 };
 
 use env::apply_env_overrides;
@@ -164,6 +164,8 @@ impl Config {
             backends: parts.parse("backends"),
             topology: parts.parse("topology"),
             log: parts.parse("log"),
+            access: parts.parse("access"),
+            tls: parts.parse("tls"),
         };
 
         for error in config.validate() {

@@ -20,6 +20,8 @@ pub struct Config {
     pub backends: BackendsConfig,
     pub topology: TopologyConfig,
     pub log: LogConfig,
+    pub access: AccessConfig,
+    pub tls: TlsConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.
@@ -136,12 +138,81 @@ impl Default for BackendsConfig {
 pub struct TopologyConfig {
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// A collection name that missed this recently is answered "not found"
+    /// without another metadata read; all misses read at most 10 times per it.
+    #[serde(with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// Longest one metadata read may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Cap of the back-off between refreshes while the database fails.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_interval: Duration,
+    /// `/readyz` says "stale" when the snapshot was last verified longer ago
+    /// (or the last read failed).
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+}
+
+impl TopologyConfig {
+    /// The topology's own settings from this section.
+    pub fn settings(&self) -> crate::topology::TopologySettings {
+        crate::topology::TopologySettings {
+            negative_cache_ttl: self.negative_cache_ttl,
+            read_timeout: self.read_timeout,
+            max_retry_interval: self.max_retry_interval,
+            stale_after: self.stale_after,
+        }
+    }
 }
 
 impl Default for TopologyConfig {
     fn default() -> Self {
+        let settings = crate::topology::TopologySettings::default();
         TopologyConfig {
             refresh_interval: Duration::from_millis(300),
+            negative_cache_ttl: settings.negative_cache_ttl,
+            read_timeout: settings.read_timeout,
+            max_retry_interval: settings.max_retry_interval,
+            stale_after: settings.stale_after,
+        }
+    }
+}
+
+/// `[access]`: who may call what (all off by default).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    /// Refuse every RPC that changes data, schema or indexes.
+    pub read_only: bool,
+    /// RPC names refused with PERMISSION_DENIED, e.g. `["DropCollection"]`.
+    pub deny: Vec<String>,
+    /// Client networks (CIDR or single addresses) allowed to call; empty = all.
+    pub allow_networks: Vec<String>,
+}
+
+/// `[tls]`: TLS on the client listener (off while `cert_file` is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the listener; empty = plain TCP.
+    pub cert_file: String,
+    /// PEM private key of that certificate.
+    pub key_file: String,
+    /// PEM CA certificates; set = clients must present a certificate they signed (mTLS).
+    pub client_ca_file: String,
+    /// How often the files' modification times are checked for a reload.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: String::new(),
+            key_file: String::new(),
+            client_ca_file: String::new(),
+            reload_interval: Duration::from_secs(10),
         }
     }
 }

@@ -20,7 +20,7 @@ use sqlx::{AnyPool, Executor, Row};
 use crate::types::FileType;
 
 pub use snapshot_reads::Fingerprint;
-pub use uri::{redacted, MetaLocation, MetaUri};
+pub use uri::{redact_uris_in, redacted, MetaLocation, MetaUri};
 
 pub type MetaResult<T> = Result<T, sqlx::Error>;
 

@@ -12,8 +12,8 @@ const MILVUS_SQLITE_PLACEHOLDER: &str = ":@:/";
 const EXPECTED: &str =
     "expected mysql://user[:password]@host[:port]/database, sqlite://PATH or sqlite::memory:";
 
-/// Which database a metadata URI names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which database a metadata URI names. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub enum MetaLocation {
     /// `mysql://user[:password]@host[:port]/database[?options]`; user and
     /// password as written (percent-encoded); port defaults to 3306.
@@ -31,12 +31,44 @@ pub enum MetaLocation {
     SqliteInMemory,
 }
 
-/// A checked metadata URI and what sqlx connects to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked metadata URI and what sqlx connects to. Its `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MetaUri {
     pub location: MetaLocation,
     /// The URL handed to sqlx.
     pub sqlx_url: String,
+}
+
+impl std::fmt::Debug for MetaLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetaLocation::MySql {
+                user,
+                password,
+                host,
+                port,
+                database,
+            } => f
+                .debug_struct("MySql")
+                .field("user", user)
+                .field("password", &password.as_ref().map(|_| "***"))
+                .field("host", host)
+                .field("port", port)
+                .field("database", database)
+                .finish(),
+            MetaLocation::Sqlite { path } => f.debug_struct("Sqlite").field("path", path).finish(),
+            MetaLocation::SqliteInMemory => f.write_str("SqliteInMemory"),
+        }
+    }
+}
+
+impl std::fmt::Debug for MetaUri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaUri")
+            .field("location", &self.location)
+            .field("sqlx_url", &redacted(&self.sqlx_url))
+            .finish()
+    }
 }
 
 impl MetaUri {
@@ -170,9 +202,46 @@ pub fn redacted(uri: &str) -> String {
     format!("{}***{}", &uri[..password_start], &uri[password_end..])
 }
 
+/// `text` with the password of every `scheme://user:password@` in it
+/// replaced by `***`: the last line of defence for error text that may quote
+/// a URI (a driver's message, a wrapped error), before it is printed.
+pub fn redact_uris_in(text: &str) -> String {
+    static USERINFO: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let pattern = USERINFO.get_or_init(|| {
+        regex::Regex::new(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s\[\]]*):[^@\s]+@").ok()
+    });
+    match pattern {
+        Some(re) => re.replace_all(text, "${head}:***@").into_owned(),
+        // Unreachable (the pattern is a constant); hide every `://...@` then.
+        None => text.replace("://", "://***@"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password() {
+        let uri = MetaUri::parse("mysql://root:s3cretPW@127.0.0.1:3306/milvus", None).unwrap();
+        let text = format!("{uri:?} {:?} {uri:#?}", uri.location);
+        assert!(!text.contains("s3cretPW"), "{text}");
+        assert!(
+            text.contains("root") && text.contains("127.0.0.1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn uris_inside_text_are_redacted() {
+        let text = "cannot open mysql://root:pa:ss@db:3306/m (was sqlite:///x, also mysql://u@h/d)";
+        let help = "expected mysql://user[:password]@host[:port]/database";
+        assert_eq!(redact_uris_in(help), help);
+        assert_eq!(
+            redact_uris_in(text),
+            "cannot open mysql://root:***@db:3306/m (was sqlite:///x, also mysql://u@h/d)"
+        );
+    }
 
     #[test]
     fn parses_meta_uris() {

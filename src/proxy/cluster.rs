@@ -39,14 +39,14 @@ impl Cluster {
     }
 
     /// The collection from a snapshot that reflects this proxy's own writes;
-    /// re-read once from the database when missing (it may have been created
-    /// through another proxy replica).
+    /// looked up again after a miss (it may have been created through another
+    /// proxy replica), at a bounded metadata cost (see `Topology::after_miss`).
     pub(super) async fn view(&self, name: &str) -> MilvusResult<Arc<CollectionView>> {
         let snap = self.topology.fresh().await?;
         if let Some(v) = snap.collection(name) {
             return Ok(v.clone());
         }
-        let snap = self.topology.reload().await?;
+        let snap = self.topology.after_miss(name).await?;
         snap.collection(name)
             .cloned()
             .ok_or_else(|| MilvusError::collection_not_exists(name))

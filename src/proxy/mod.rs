@@ -9,6 +9,7 @@
 //! `meta_from_snapshot` when the writer is down); `cmd` answers `Cmd`.
 //! `cluster` is the state they share.
 
+pub mod access;
 mod cluster;
 mod cmd;
 mod forward;
@@ -18,6 +19,7 @@ pub mod route;
 pub mod rpc_metrics;
 mod search;
 pub mod service;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +31,15 @@ use tokio::task::JoinHandle;
 
 use tower::Layer;
 
+use self::access::{Access, AccessPolicy};
 use self::raw_insert::{InsertPassthrough, RawInsert};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::meta::{MetaStore, MetaUri};
-use crate::telemetry::{self, Metrics};
-use crate::topology::Topology;
+use crate::telemetry::{self, Metrics, Readiness};
+use crate::topology::{MetadataStatus, Topology};
 use crate::wire::milvus_service_server::MilvusServiceServer;
 
 /// How often every backend is probed with `Cmd("status")`.
@@ -91,7 +94,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
                 crate::meta::redacted(&config.meta.uri)
             )
         })?;
-    let topology = Arc::new(Topology::new(meta, metrics.clone()));
+    let topology = Arc::new(Topology::with_settings(
+        meta,
+        metrics.clone(),
+        config.topology.settings(),
+    ));
+    let access = AccessPolicy::from_config(&config.access).map_err(anyhow::Error::msg)?;
     if let Err(e) = topology.refresh().await {
         // Serve anyway: searches report the metadata error until it recovers.
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
@@ -116,27 +124,45 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         backends.writable.clone(),
         config.backends.request_deadline(),
     );
-    let routes = grpc_routes(service, raw_insert, metrics.clone(), max);
-    let server = tokio::spawn(async move {
-        crate::grpc::serve_routes(listener, routes, async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        })
-        .await
-        .context("proxy gRPC server")
-    });
+    let routes = Access::new(
+        grpc_routes(service, raw_insert, metrics.clone(), max),
+        access,
+        metrics.clone(),
+    );
+    let stopped = async move {
+        let _ = grpc_stop.wait_for(|s| *s).await;
+    };
+    let mut tls_reloader = None;
+    let server = match tls::TlsFiles::from_config(&config.tls) {
+        None => tokio::spawn(async move {
+            crate::grpc::serve_routes(listener, routes, stopped)
+                .await
+                .context("proxy gRPC server")
+        }),
+        Some(files) => {
+            let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
+            tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
+            let incoming = tls::incoming(listener, tls);
+            tokio::spawn(async move {
+                crate::grpc::serve_routes_incoming(incoming, routes, stopped)
+                    .await
+                    .context("proxy gRPC server (TLS)")
+            })
+        }
+    };
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_backends = backends.clone();
     let ready_topology = topology.clone();
     let mut metrics_stop = stop_rx;
-    let (metrics_addr, metrics_server) = telemetry::serve_metrics(
+    let (metrics_addr, metrics_server) = telemetry::serve_metrics_with_readiness(
         metrics_listen,
         metrics.clone(),
         move || {
-            ready_backends.writable.is_healthy()
-                && ready_topology.current().is_loaded()
+            let backends_ready = ready_backends.writable.is_healthy()
                 && (ready_backends.readonly.is_empty()
-                    || ready_backends.readonly.iter().any(|b| b.is_healthy()))
+                    || ready_backends.readonly.iter().any(|b| b.is_healthy()));
+            readiness(backends_ready, &ready_topology.status())
         },
         async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
@@ -145,10 +171,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     .await
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
 
-    let background = vec![
+    let mut background = vec![
         topology.spawn_refresher(config.topology.refresh_interval),
         backends.spawn_health_checks(HEALTH_CHECK_PERIOD),
     ];
+    background.extend(tls_reloader);
     tracing::info!(
         %addr,
         %metrics_addr,
@@ -181,6 +208,32 @@ pub fn grpc_routes(
         raw_insert,
         max_message_size,
     ))
+}
+
+/// The `/readyz` answer: ready (200) when the backends are and a snapshot
+/// was loaded. A snapshot that could not be verified lately (database
+/// unreachable, or older than `topology.stale_after`) keeps the proxy ready,
+/// since searches are still served from it, and the body says "stale".
+pub fn readiness(backends_ready: bool, meta: &MetadataStatus) -> Readiness {
+    let ready = backends_ready && meta.loaded;
+    let mut detail = String::from(if ready { "ready" } else { "not ready" });
+    if !backends_ready {
+        detail.push_str("; backends not ready");
+    }
+    if !meta.loaded {
+        detail.push_str("; no metadata snapshot loaded yet");
+    } else if meta.stale {
+        let age = meta.age.map_or("never".to_string(), |a| {
+            format!("{:.1}s ago", a.as_secs_f64())
+        });
+        let db = if meta.up {
+            ""
+        } else {
+            ", metadata database unreachable"
+        };
+        detail.push_str(&format!("; metadata stale: last verified {age}{db}"));
+    }
+    Readiness { ready, detail }
 }
 
 /// Resolves "host:port" (a name or an IP) to one socket address.

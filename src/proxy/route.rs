@@ -64,7 +64,11 @@ pub fn plan(
     Ok(RoutePlan {
         assignments,
         files: distinct.len(),
-        rows: files.iter().map(|(_, r)| *r).sum(),
+        // Saturating: row counts come from the database, and a corrupt one
+        // must not overflow (a panic in debug builds).
+        rows: files
+            .iter()
+            .fold(0i64, |total, (_, r)| total.saturating_add(*r)),
     })
 }
 

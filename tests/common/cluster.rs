@@ -258,6 +258,7 @@ impl ClusterBuilder {
         let client = client_of(proxy.addr);
         Cluster {
             kind: self.kind,
+            meta_uri,
             proxy: Some(proxy),
             writer: Some(writer),
             readers,
@@ -272,6 +273,9 @@ impl ClusterBuilder {
 pub struct Cluster {
     /// The metadata database the cluster shares.
     pub kind: MetaKind,
+    /// The URI the nodes and the proxy open.
+    #[allow(dead_code)] // read by tests/guard.rs only
+    pub meta_uri: String,
     pub proxy: Option<RunningProxy>,
     pub writer: Option<RunningNode>,
     pub readers: Vec<Option<RunningNode>>,

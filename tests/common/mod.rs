@@ -7,6 +7,7 @@ pub mod calls;
 pub mod cluster;
 pub mod collection;
 pub mod oracle;
+pub mod relay;
 
 pub use calls::*;
 pub(crate) use cluster::on_both_databases;
