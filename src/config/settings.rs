@@ -20,6 +20,9 @@ pub struct Config {
     pub backends: BackendsConfig,
     pub topology: TopologyConfig,
     pub log: LogConfig,
+    pub deadlines: super::resilience::DeadlinesConfig,
+    pub slow_nodes: super::resilience::SlowNodesConfig,
+    pub admission: super::resilience::AdmissionConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.

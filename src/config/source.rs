@@ -9,8 +9,17 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 6] =
-    ["server", "metrics", "meta", "backends", "topology", "log"];
+pub(super) const SECTION_NAMES: [&str; 9] = [
+    "server",
+    "metrics",
+    "meta",
+    "backends",
+    "topology",
+    "log",
+    "deadlines",
+    "slow_nodes",
+    "admission",
+];
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
