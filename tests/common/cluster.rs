@@ -257,6 +257,7 @@ impl ClusterBuilder {
         let proxy = proxy::start(config).await.expect("proxy starts");
         let client = client_of(proxy.addr);
         Cluster {
+            meta_uri,
             kind: self.kind,
             proxy: Some(proxy),
             writer: Some(writer),
@@ -272,6 +273,8 @@ impl ClusterBuilder {
 pub struct Cluster {
     /// The metadata database the cluster shares.
     pub kind: MetaKind,
+    /// Its URI, for another proxy over the same cluster.
+    pub meta_uri: String,
     pub proxy: Option<RunningProxy>,
     pub writer: Option<RunningNode>,
     pub readers: Vec<Option<RunningNode>>,

@@ -3,6 +3,9 @@
 //! one collection that fills, searches and checks it ([`collection`]), and the
 //! brute-force oracle every search is checked against ([`oracle`]).
 
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code, unused_imports, unused_macros)]
+
 pub mod calls;
 pub mod cluster;
 pub mod collection;
@@ -13,3 +16,4 @@ pub(crate) use cluster::on_both_databases;
 pub use cluster::*;
 pub use collection::*;
 pub use oracle::*;
+pub mod relay;
