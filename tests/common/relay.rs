@@ -96,7 +96,10 @@ async fn pump(
             Mode::Delay(d) if upstream => d,
             _ => Duration::ZERO,
         };
-        if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+        {
             break;
         }
     }
