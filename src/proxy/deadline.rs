@@ -210,6 +210,74 @@ mod tests {
         assert!(!is_search("Insert"));
     }
 
+    /// A handler that never answers, and reports the time it was given.
+    fn hung(
+        seen: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    > + Clone {
+        tower::service_fn(move |_req: http::Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap() = remaining();
+                futures::future::pending::<()>().await;
+                Ok::<_, Infallible>(http::Response::new(Body::default()))
+            }
+        })
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response.headers().get("grpc-status")?.to_str().ok()
+    }
+
+    #[tokio::test]
+    async fn the_clients_grpc_timeout_or_the_default_ends_a_hung_request() {
+        let metrics = Metrics::new();
+        let defaults = Defaults {
+            search: Duration::from_millis(300),
+            other: Duration::from_secs(60),
+        };
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut svc = DeadlineLayer::new(defaults, metrics.clone()).layer(hung(seen.clone()));
+        let request = |timeout: Option<&str>| {
+            let mut r = http::Request::builder().uri("/milvus.grpc.MilvusService/Search");
+            if let Some(t) = timeout {
+                r = r.header("grpc-timeout", t);
+            }
+            r.body(Body::default()).unwrap()
+        };
+
+        let started = Instant::now();
+        let response = svc.call(request(Some("100m"))).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(grpc_status(&response), Some("4"), "DEADLINE_EXCEEDED");
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(250),
+            "{took:?}"
+        );
+        let given = seen
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the handler saw a deadline");
+        assert!(given <= Duration::from_millis(100), "{given:?}");
+
+        let started = Instant::now();
+        let response = svc.call(request(None)).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(grpc_status(&response), Some("4"));
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(450),
+            "{took:?}"
+        );
+        assert!(metrics
+            .encode()
+            .contains("mishards_deadline_exceeded_total{method=\"Search\"} 2"));
+    }
+
     #[tokio::test]
     async fn backend_timeout_is_bounded_by_the_deadline() {
         assert_eq!(backend_timeout(None), None);
