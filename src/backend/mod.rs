@@ -96,6 +96,25 @@ pub struct Backend {
     latency: Mutex<LatencyWindow>,
 }
 
+/// A wait for a call slot; dropped unfinished at or past the request's
+/// deadline, it counts a `backend_limit` shed.
+struct SlotWait<'a> {
+    metrics: &'a Metrics,
+    until: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        let expired = self
+            .until
+            .is_some_and(|d| tokio::time::Instant::now() + Duration::from_millis(1) >= d);
+        if !self.done && expired {
+            self.metrics.resilience.shed("backend_limit");
+        }
+    }
+}
+
 /// Decrements the node's in-flight gauge when the call ends or is dropped.
 struct InflightCall(Gauge);
 
@@ -219,11 +238,24 @@ impl Backend {
         method: &'static str,
         timeout: Option<Duration>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, BackendError> {
+        // Fast path: a free slot, no bookkeeping.
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        // The request's deadline usually ends the wait first (the proxy then
+        // answers DEADLINE_EXCEEDED and drops this future): the guard counts
+        // that as shed for "backend_limit" too.
+        let mut waiting = SlotWait {
+            metrics: &self.metrics,
+            until: deadline::expires_at(),
+            done: false,
+        };
         let acquire = self.slots.clone().acquire_owned();
         let permit = match timeout {
             Some(t) => tokio::time::timeout(t, acquire).await.ok(),
             None => Some(acquire.await),
         };
+        waiting.done = true;
         match permit {
             Some(Ok(permit)) => Ok(permit),
             _ => {
@@ -448,5 +480,47 @@ impl Backends {
                 futures::future::join_all(probes).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_node_is_waited_for_until_the_deadline_then_shed() {
+        let mut config = Config::default();
+        // Lazily connected: no call is made in this test.
+        config.backends.writable = "127.0.0.1:9".to_string();
+        config.admission.max_inflight_per_backend = 1;
+        let metrics = Metrics::new();
+        let backends = Backends::new(&config, metrics.clone()).expect("backends");
+        let node = backends.writable.clone();
+        let held = node.slot("Search", None).await.expect("a free slot");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        let started = Instant::now();
+        let waited = crate::proxy::deadline::within(deadline, async {
+            let timeout = crate::proxy::deadline::backend_timeout(None);
+            node.slot("Search", timeout).await
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(matches!(waited, Err(BackendError::Busy { limit: 1, .. })));
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        let shed = "mishards_shed_requests_total{reason=\"backend_limit\"} 1";
+        assert!(metrics.encode().contains(shed));
+
+        // Cut off by the request's deadline instead (the proxy's layer), it counts too.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let cut = tokio::time::timeout_at(
+            deadline,
+            crate::proxy::deadline::within(deadline, node.slot("Search", None)),
+        )
+        .await;
+        assert!(cut.is_err());
+        let shed = "mishards_shed_requests_total{reason=\"backend_limit\"} 2";
+        assert!(metrics.encode().contains(shed));
+        drop(held);
+        assert!(node.slot("Search", None).await.is_ok());
     }
 }

@@ -73,6 +73,16 @@ pub fn remaining() -> Option<Duration> {
         .ok()
 }
 
+/// When the current request's deadline passes; `None` outside a request.
+pub fn expires_at() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
+}
+
+/// Runs `fut` with `deadline` as its request deadline (as the layer does).
+pub async fn within<F: Future>(deadline: Instant, fut: F) -> F::Output {
+    DEADLINE.scope(deadline, fut).await
+}
+
 /// The timeout of one backend call: the configured cap, bounded by the
 /// request's deadline (plus [`BACKEND_SLACK`]).
 pub fn backend_timeout(cap: Option<Duration>) -> Option<Duration> {
