@@ -54,6 +54,8 @@ pub struct Metrics {
     backend_up: Family<Labels<1>, Gauge>,
     inflight_requests: Gauge,
     guard: GuardMetrics,
+    /// Deadlines, hedging, ejection and admission control.
+    pub resilience: ResilienceMetrics,
 }
 
 /// The metadata-outage and access-control series (issue 7), registered
@@ -177,7 +179,9 @@ impl Metrics {
             Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
         );
 
+        let resilience = ResilienceMetrics::register(&mut registry);
         Arc::new(Metrics {
+            resilience,
             registry,
             requests,
             request_duration,
@@ -297,6 +301,79 @@ impl Metrics {
             tracing::warn!(error = %err, "encoding metrics failed");
         }
         text
+    }
+}
+
+/// The series of deadlines, hedging, passive ejection and admission control.
+#[derive(Clone, Default)]
+pub struct ResilienceMetrics {
+    shed: Family<Labels<1>, Counter>,
+    hedged: Family<Labels<1>, Counter>,
+    ejected: Family<Labels<1>, Gauge>,
+    deadline_exceeded: Family<Labels<1>, Counter>,
+    backend_inflight: Family<Labels<1>, Gauge>,
+}
+
+impl ResilienceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let me = Self::default();
+        registry.register(
+            "mishards_shed_requests",
+            "Requests refused by admission control, by limit (inflight, queued_work, result_size, backend_limit)",
+            me.shed.clone(),
+        );
+        registry.register(
+            "mishards_hedged_requests",
+            "Hedge calls sent to a read-only node for a slower node's files",
+            me.hedged.clone(),
+        );
+        registry.register(
+            "mishards_backend_ejected",
+            "1 while the read-only node is ejected after consecutive failures, else 0",
+            me.ejected.clone(),
+        );
+        registry.register(
+            "mishards_deadline_exceeded",
+            "Requests answered DEADLINE_EXCEEDED, by method",
+            me.deadline_exceeded.clone(),
+        );
+        registry.register(
+            "mishards_backend_inflight",
+            "Calls in flight from the proxy to a backend node",
+            me.backend_inflight.clone(),
+        );
+        me
+    }
+
+    pub fn shed(&self, reason: &str) {
+        self.shed
+            .get_or_create(&[("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn hedged(&self, backend: &str) {
+        self.hedged
+            .get_or_create(&[("backend", backend.to_string())])
+            .inc();
+    }
+
+    pub fn set_ejected(&self, backend: &str, ejected: bool) {
+        self.ejected
+            .get_or_create(&[("backend", backend.to_string())])
+            .set(i64::from(ejected));
+    }
+
+    pub fn deadline_exceeded(&self, method: &str) {
+        self.deadline_exceeded
+            .get_or_create(&[("method", method.to_string())])
+            .inc();
+    }
+
+    /// The gauge of calls in flight to `backend`.
+    pub fn backend_inflight(&self, backend: &str) -> Gauge {
+        self.backend_inflight
+            .get_or_create(&[("backend", backend.to_string())])
+            .clone()
     }
 }
 

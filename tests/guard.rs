@@ -6,7 +6,6 @@
 //! its figures (`cargo test --test guard -- --nocapture`).
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 
-#[allow(dead_code, unused_imports)] // `common` serves several test binaries
 mod common;
 
 use std::process::{Command as Process, Stdio};

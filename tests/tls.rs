@@ -5,7 +5,6 @@
 //! picked up without a restart.
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 
-#[allow(dead_code, unused_imports, unused_macros)] // `common` serves several test binaries
 mod common;
 
 use std::net::SocketAddr;

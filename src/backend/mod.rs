@@ -1,15 +1,25 @@
 //! The Milvus nodes behind the proxy: one gRPC client per configured node,
 //! every call timed and counted per backend, and a health view fed by call
 //! outcomes and a periodic `Cmd("status")` probe. Failed reads can move to
-//! another node; writes are never retried.
+//! another node; writes are never retried. Each node takes at most
+//! `admission.max_inflight_per_backend` calls at once (more wait for a slot
+//! within their deadline); `health` keeps its passive-ejection state and
+//! recent search latencies.
+
+pub mod health;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Semaphore;
 use tonic::transport::Channel;
+
+use self::health::{Change, Ejection, EjectionPolicy, LatencyWindow};
+use crate::proxy::deadline;
 
 use crate::config::Config;
 use crate::ring::Ring;
@@ -30,6 +40,13 @@ pub enum BackendError {
         method: &'static str,
         status: tonic::Status,
     },
+    /// Every call slot of the node stayed taken until the deadline.
+    #[error("{addr} busy for {method}: {limit} calls in flight")]
+    Busy {
+        addr: String,
+        method: &'static str,
+        limit: usize,
+    },
 }
 
 impl BackendError {
@@ -47,6 +64,17 @@ impl BackendError {
                     status.code()
                 ),
             ),
+            BackendError::Busy {
+                addr,
+                method,
+                limit,
+            } => MilvusError::new(
+                ErrorCode::ConnectFailed,
+                format!(
+                    "backend {addr} busy for {method}: {limit} calls in flight \
+                     (admission.max_inflight_per_backend) until the deadline"
+                ),
+            ),
         }
     }
 }
@@ -59,10 +87,50 @@ pub struct Backend {
     raw: tonic::client::Grpc<Channel>,
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Call slots: `admission.max_inflight_per_backend`.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    inflight: Gauge,
+    policy: EjectionPolicy,
+    ejection: Mutex<Ejection>,
+    latency: Mutex<LatencyWindow>,
+}
+
+/// A wait for a call slot; dropped unfinished at or past the request's
+/// deadline, it counts a `backend_limit` shed.
+struct SlotWait<'a> {
+    metrics: &'a Metrics,
+    until: Option<tokio::time::Instant>,
+    done: bool,
+}
+
+impl Drop for SlotWait<'_> {
+    fn drop(&mut self) {
+        let expired = self
+            .until
+            .is_some_and(|d| tokio::time::Instant::now() + Duration::from_millis(1) >= d);
+        if !self.done && expired {
+            self.metrics.resilience.shed("backend_limit");
+        }
+    }
+}
+
+/// Decrements the node's in-flight gauge when the call ends or is dropped.
+struct InflightCall(Gauge);
+
+impl Drop for InflightCall {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Backend {
-    fn new(addr: &str, config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    fn new(
+        addr: &str,
+        config: &Config,
+        metrics: Arc<Metrics>,
+        policy: EjectionPolicy,
+    ) -> anyhow::Result<Self> {
         let max = config.server.max_message_size.0 as usize;
         let channel = crate::grpc::channel(addr, config.backends.connect_timeout)?;
         let client = crate::grpc::client_on(channel.clone(), max);
@@ -70,17 +138,64 @@ impl Backend {
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         metrics.set_backend_up(addr, true);
+        metrics.resilience.set_ejected(addr, false);
+        let slot_count = config.admission.max_inflight_per_backend.max(1) as usize;
         Ok(Self {
             addr: addr.to_string(),
             client,
             raw,
             healthy: AtomicBool::new(true),
+            inflight: metrics.resilience.backend_inflight(addr),
             metrics,
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            policy,
+            ejection: Mutex::new(Ejection::default()),
+            latency: Mutex::new(LatencyWindow::default()),
         })
     }
 
+    /// Answered its last probe and is not ejected.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.is_ejected()
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejection.lock().is_ok_and(|e| e.is_ejected())
+    }
+
+    /// p95 of the node's recent `SearchInFiles` latencies.
+    pub fn search_p95(&self) -> Option<Duration> {
+        self.latency.lock().ok().and_then(|w| w.p95())
+    }
+
+    /// A call that failed, timed out or lost to a hedge: counts towards ejection.
+    pub fn record_failure(&self) {
+        let change = match self.ejection.lock() {
+            Ok(mut e) => e.failure(&self.policy, Instant::now()),
+            Err(_) => Change::None,
+        };
+        if let Change::Ejected(period) = change {
+            tracing::warn!(backend = %self.addr, backoff = %humantime::format_duration(period), "backend ejected after consecutive failures");
+            self.metrics.resilience.set_ejected(&self.addr, true);
+        }
+    }
+
+    fn record_success(&self) {
+        if let Ok(mut e) = self.ejection.lock() {
+            e.success();
+        }
+    }
+
+    fn probe_answered(&self) {
+        let change = match self.ejection.lock() {
+            Ok(mut e) => e.probe_ok(Instant::now()),
+            Err(_) => Change::None,
+        };
+        if change == Change::Restored {
+            tracing::info!(backend = %self.addr, "ejected backend answered its probe; back in");
+            self.metrics.resilience.set_ejected(&self.addr, false);
+        }
     }
 
     fn set_healthy(&self, up: bool) {
@@ -90,7 +205,8 @@ impl Backend {
         }
     }
 
-    /// Calls `method` on this node with an optional deadline; records the
+    /// Calls `method` on this node within `timeout` (a cap, further bounded
+    /// by the request's deadline) once a call slot is free; records the
     /// outcome (Milvus status code name, or `transport_error`) and latency.
     pub async fn call<T, F, Fut>(
         &self,
@@ -103,13 +219,54 @@ impl Backend {
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let timeout = deadline::backend_timeout(timeout);
+        let started = Instant::now();
+        let _slot = self.slot(method, timeout).await?;
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         let fut = f(self.client.clone());
         let reply = self
-            .observe(method, timeout, fut, |r: &T| {
+            .observe(method, left, fut, |r: &T| {
                 r.status().map_or(0, |s| s.error_code)
             })
             .await?;
         Ok(reply)
+    }
+
+    /// Waits (within `timeout`) for a free call slot of this node.
+    async fn slot(
+        &self,
+        method: &'static str,
+        timeout: Option<Duration>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, BackendError> {
+        // Fast path: a free slot, no bookkeeping.
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        // The request's deadline usually ends the wait first (the proxy then
+        // answers DEADLINE_EXCEEDED and drops this future): the guard counts
+        // that as shed for "backend_limit" too.
+        let mut waiting = SlotWait {
+            metrics: &self.metrics,
+            until: deadline::expires_at(),
+            done: false,
+        };
+        let acquire = self.slots.clone().acquire_owned();
+        let permit = match timeout {
+            Some(t) => tokio::time::timeout(t, acquire).await.ok(),
+            None => Some(acquire.await),
+        };
+        waiting.done = true;
+        match permit {
+            Some(Ok(permit)) => Ok(permit),
+            _ => {
+                self.metrics.resilience.shed("backend_limit");
+                Err(BackendError::Busy {
+                    addr: self.addr.clone(),
+                    method,
+                    limit: self.slot_count,
+                })
+            }
+        }
     }
 
     /// Sends an already encoded request to `path` and returns the encoded
@@ -124,19 +281,23 @@ impl Backend {
         timeout: Option<Duration>,
         code_of: impl Fn(&bytes::Bytes) -> i32,
     ) -> Result<bytes::Bytes, BackendError> {
+        let timeout = deadline::backend_timeout(timeout);
+        let started = Instant::now();
+        let _slot = self.slot(method, timeout).await?;
+        let left = timeout.map(|t| t.saturating_sub(started.elapsed()));
         let mut grpc = self.raw.clone();
         let fut = async move {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("connection not ready: {e}")))?;
             grpc.unary(
-                tonic::Request::new(body),
+                deadline::outgoing(body),
                 tonic::codegen::http::uri::PathAndQuery::from_static(path),
                 crate::grpc::RawCodec,
             )
             .await
         };
-        self.observe(method, timeout, fut, code_of).await
+        self.observe(method, left, fut, code_of).await
     }
 
     /// Runs one call with an optional deadline; records its outcome (Milvus
@@ -149,6 +310,8 @@ impl Backend {
         code_of: impl Fn(&T) -> i32,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
+        self.inflight.inc();
+        let _inflight = InflightCall(self.inflight.clone());
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -159,9 +322,16 @@ impl Backend {
             },
             None => fut.await,
         };
-        let seconds = started.elapsed().as_secs_f64();
+        let elapsed = started.elapsed();
+        let seconds = elapsed.as_secs_f64();
         match result {
             Ok(resp) => {
+                if method == "SearchInFiles" {
+                    if let Ok(mut w) = self.latency.lock() {
+                        w.record(elapsed);
+                    }
+                }
+                self.record_success();
                 let reply = resp.into_inner();
                 self.metrics.observe_backend(
                     &self.addr,
@@ -176,7 +346,12 @@ impl Backend {
                 self.metrics
                     .observe_backend(&self.addr, method, "transport_error", seconds);
                 if is_connectivity(&status) {
-                    self.set_healthy(false);
+                    self.record_failure();
+                    // A timeout alone may be one slow call: ejection counts
+                    // those; a refused connection means the node is down.
+                    if status.code() != tonic::Code::DeadlineExceeded {
+                        self.set_healthy(false);
+                    }
                 }
                 Err(BackendError::Transport {
                     addr: self.addr.clone(),
@@ -187,17 +362,27 @@ impl Backend {
         }
     }
 
-    /// Health probe: `Cmd("status")` must answer.
+    /// Health probe: `Cmd("status")` must answer. It needs no call slot,
+    /// so a busy node is not taken for a dead one.
     pub async fn probe(&self, timeout: Duration) -> bool {
-        let r = self
-            .call("Cmd", Some(timeout), |mut c| async move {
-                c.cmd(Command {
+        let mut client = self.client.clone();
+        let fut = async move {
+            client
+                .cmd(Command {
                     cmd: "status".into(),
                 })
                 .await
+        };
+        let ok = self
+            .observe("Cmd", Some(timeout), fut, |r: &crate::wire::StringReply| {
+                r.status().map_or(0, |s| s.error_code)
             })
-            .await;
-        r.is_ok()
+            .await
+            .is_ok();
+        if ok {
+            self.probe_answered();
+        }
+        ok
     }
 }
 
@@ -227,10 +412,22 @@ pub struct Backends {
 
 impl Backends {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let slow = &config.slow_nodes;
+        let readonly_policy = EjectionPolicy {
+            after_failures: slow.eject_after_failures,
+            backoff: slow.eject_backoff,
+            max_backoff: slow.eject_max_backoff,
+        };
+        // The writer is never ejected: writes have nowhere else to go.
+        let writer_policy = EjectionPolicy {
+            after_failures: 0,
+            ..readonly_policy
+        };
         let writable = Arc::new(Backend::new(
             &config.backends.writable,
             config,
             metrics.clone(),
+            writer_policy,
         )?);
         let mut by_addr = HashMap::new();
         by_addr.insert(writable.addr.clone(), writable.clone());
@@ -238,7 +435,12 @@ impl Backends {
         for addr in &config.backends.readonly {
             let backend = match by_addr.get(addr) {
                 Some(b) => b.clone(), // the writer may also serve reads
-                None => Arc::new(Backend::new(addr, config, metrics.clone())?),
+                None => Arc::new(Backend::new(
+                    addr,
+                    config,
+                    metrics.clone(),
+                    readonly_policy,
+                )?),
             };
             by_addr.insert(addr.clone(), backend.clone());
             readonly.push(backend);
@@ -278,5 +480,47 @@ impl Backends {
                 futures::future::join_all(probes).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_node_is_waited_for_until_the_deadline_then_shed() {
+        let mut config = Config::default();
+        // Lazily connected: no call is made in this test.
+        config.backends.writable = "127.0.0.1:9".to_string();
+        config.admission.max_inflight_per_backend = 1;
+        let metrics = Metrics::new();
+        let backends = Backends::new(&config, metrics.clone()).expect("backends");
+        let node = backends.writable.clone();
+        let held = node.slot("Search", None).await.expect("a free slot");
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+        let started = Instant::now();
+        let waited = crate::proxy::deadline::within(deadline, async {
+            let timeout = crate::proxy::deadline::backend_timeout(None);
+            node.slot("Search", timeout).await
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(matches!(waited, Err(BackendError::Busy { limit: 1, .. })));
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        let shed = "mishards_shed_requests_total{reason=\"backend_limit\"} 1";
+        assert!(metrics.encode().contains(shed));
+
+        // Cut off by the request's deadline instead (the proxy's layer), it counts too.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let cut = tokio::time::timeout_at(
+            deadline,
+            crate::proxy::deadline::within(deadline, node.slot("Search", None)),
+        )
+        .await;
+        assert!(cut.is_err());
+        let shed = "mishards_shed_requests_total{reason=\"backend_limit\"} 2";
+        assert!(metrics.encode().contains(shed));
+        drop(held);
+        assert!(node.slot("Search", None).await.is_ok());
     }
 }

@@ -135,6 +135,11 @@ impl Config {
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
         }
+        for (key, message) in
+            super::resilience::check(&self.deadlines, &self.slow_nodes, &self.admission)
+        {
+            report(key, message);
+        }
         errors
     }
 }

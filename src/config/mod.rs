@@ -32,6 +32,7 @@ mod byte_size;
 mod checks;
 mod env;
 mod mishards_python;
+mod resilience;
 mod settings;
 mod source;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use byte_size::{parse_byte_size, ByteSize};
 pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
 pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
+pub use resilience::{AdmissionConfig, DeadlinesConfig, SlowNodesConfig};
 pub use settings::{
     AccessConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig,
     ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
@@ -166,6 +168,9 @@ impl Config {
             log: parts.parse("log"),
             access: parts.parse("access"),
             tls: parts.parse("tls"),
+            deadlines: parts.parse("deadlines"),
+            slow_nodes: parts.parse("slow_nodes"),
+            admission: parts.parse("admission"),
         };
 
         for error in config.validate() {

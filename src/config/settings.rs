@@ -22,6 +22,9 @@ pub struct Config {
     pub log: LogConfig,
     pub access: AccessConfig,
     pub tls: TlsConfig,
+    pub deadlines: super::resilience::DeadlinesConfig,
+    pub slow_nodes: super::resilience::SlowNodesConfig,
+    pub admission: super::resilience::AdmissionConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.

@@ -9,8 +9,18 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 8] = [
-    "server", "metrics", "meta", "backends", "topology", "log", "access", "tls",
+pub(super) const SECTION_NAMES: [&str; 11] = [
+    "server",
+    "metrics",
+    "meta",
+    "backends",
+    "topology",
+    "log",
+    "access",
+    "tls",
+    "deadlines",
+    "slow_nodes",
+    "admission",
 ];
 
 /// Where a value came from, for error messages.

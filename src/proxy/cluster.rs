@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::admission::WorkBudget;
+use super::hedge::HedgePolicy;
 use crate::backend::Backends;
 use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
@@ -19,6 +21,29 @@ pub struct Cluster {
     pub(super) request_timeout: Option<Duration>,
     /// Deadline of one node's part of a search.
     pub(super) search_timeout: Option<Duration>,
+    /// When to hedge a slow node's part of a search.
+    pub(super) hedging: HedgePolicy,
+    /// The nq x topk budget of searches being served.
+    pub(super) work: WorkBudget,
+}
+
+/// The search protections configured in `[slow_nodes]` and `[admission]`.
+pub struct Protection {
+    pub hedging: HedgePolicy,
+    pub work: WorkBudget,
+}
+
+impl Protection {
+    pub fn from_config(config: &crate::config::Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            hedging: HedgePolicy::new(&config.slow_nodes),
+            work: WorkBudget::new(
+                config.admission.max_queued_work,
+                config.server.max_message_size.0,
+                metrics,
+            ),
+        }
+    }
 }
 
 impl Cluster {
@@ -28,6 +53,7 @@ impl Cluster {
         metrics: Arc<Metrics>,
         request_timeout: Option<Duration>,
         search_timeout: Option<Duration>,
+        protection: Protection,
     ) -> Self {
         Self {
             backends,
@@ -35,7 +61,18 @@ impl Cluster {
             metrics,
             request_timeout,
             search_timeout,
+            hedging: protection.hedging,
+            work: protection.work,
         }
+    }
+
+    /// Admits a search of `nq` queries and `topk` under the work budget.
+    pub fn admit_search(
+        &self,
+        nq: usize,
+        topk: i64,
+    ) -> Result<super::admission::WorkPermit, tonic::Status> {
+        self.work.admit(nq, topk)
     }
 
     /// The collection from a snapshot that reflects this proxy's own writes;

@@ -18,10 +18,14 @@ use crate::validate;
 use crate::wire::{ErrorCode, ReLoadSegmentsParam, Status};
 
 /// `|client, request| client.$rpc(request)`: the backend call of one RPC,
-/// as the forwarding methods below take it.
+/// as the forwarding methods below take it, carrying the time left.
 macro_rules! client_call {
     ($rpc:ident) => {
-        |mut client: $crate::backend::Client, request| async move { client.$rpc(request).await }
+        |mut client: $crate::backend::Client, request| async move {
+            client
+                .$rpc($crate::proxy::deadline::outgoing(request))
+                .await
+        }
     };
 }
 pub(super) use client_call;
@@ -179,7 +183,8 @@ impl Cluster {
             };
             let status = backend
                 .call("ReloadSegments", self.request_timeout, |mut c| async move {
-                    c.reload_segments(request).await
+                    c.reload_segments(crate::proxy::deadline::outgoing(request))
+                        .await
                 })
                 .await
                 .map_err(|e| e.to_milvus())?;

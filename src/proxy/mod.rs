@@ -10,9 +10,12 @@
 //! `cluster` is the state they share.
 
 pub mod access;
+pub mod admission;
 mod cluster;
 mod cmd;
+pub mod deadline;
 mod forward;
+mod hedge;
 pub mod meta_from_snapshot;
 pub mod raw_insert;
 pub mod route;
@@ -32,6 +35,8 @@ use tokio::task::JoinHandle;
 use tower::Layer;
 
 use self::access::{Access, AccessPolicy};
+use self::admission::SearchAdmission;
+use self::deadline::{DeadlineLayer, Deadlines, Defaults};
 use self::raw_insert::{InsertPassthrough, RawInsert};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
@@ -111,6 +116,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         metrics.clone(),
         config.backends.request_deadline(),
         config.backends.search_deadline(),
+        cluster::Protection::from_config(&config, metrics.clone()),
     );
 
     let listen: SocketAddr = resolve(&config.server.listen).await?;
@@ -124,8 +130,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         backends.writable.clone(),
         config.backends.request_deadline(),
     );
+    let limits = RouteLimits::from_config(&config);
     let routes = Access::new(
-        grpc_routes(service, raw_insert, metrics.clone(), max),
+        grpc_routes(service, raw_insert, metrics.clone(), max, limits),
         access,
         metrics.clone(),
     );
@@ -194,20 +201,44 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     })
 }
 
+/// The limits the gRPC stack applies before a handler runs.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLimits {
+    pub deadlines: Defaults,
+    pub max_inflight_searches: usize,
+}
+
+impl RouteLimits {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            deadlines: Defaults {
+                search: config.deadlines.search,
+                other: config.deadlines.other,
+            },
+            max_inflight_searches: config.admission.max_inflight_searches.max(1) as usize,
+        }
+    }
+}
+
+/// The proxy's routes as `grpc_routes` stacks them.
+pub type Routes =
+    RpcMetrics<Deadlines<SearchAdmission<InsertPassthrough<MilvusServiceServer<ProxyService>>>>>;
+
 /// The proxy's gRPC stack, outermost first: per-RPC metrics around every
-/// call, the zero-decode Insert path, the generated server over `service`.
+/// call, the request deadline, search admission (in-flight limit), the
+/// zero-decode Insert path, the generated server over `service`.
 pub fn grpc_routes(
     service: ProxyService,
     raw_insert: RawInsert,
     metrics: Arc<Metrics>,
     max_message_size: usize,
-) -> RpcMetrics<InsertPassthrough<MilvusServiceServer<ProxyService>>> {
+    limits: RouteLimits,
+) -> Routes {
     let server = crate::grpc::milvus_server(service, max_message_size);
-    RpcMetricsLayer::new(metrics).layer(InsertPassthrough::new(
-        server,
-        raw_insert,
-        max_message_size,
-    ))
+    let inner = InsertPassthrough::new(server, raw_insert, max_message_size);
+    let admitted = SearchAdmission::new(inner, limits.max_inflight_searches, metrics.clone());
+    let timed = DeadlineLayer::new(limits.deadlines, metrics.clone()).layer(admitted);
+    RpcMetricsLayer::new(metrics).layer(timed)
 }
 
 /// The `/readyz` answer: ready (200) when the backends are and a snapshot

@@ -279,6 +279,7 @@ mod tests {
             metrics.clone(),
             deadline,
             deadline,
+            super::super::cluster::Protection::from_config(&config, metrics.clone()),
         );
         let raw_insert = RawInsert::new(backends.writable.clone(), deadline);
         let routes = super::super::grpc_routes(
@@ -286,6 +287,7 @@ mod tests {
             raw_insert,
             metrics.clone(),
             DEFAULT_MAX_MESSAGE_SIZE,
+            super::super::RouteLimits::from_config(&config),
         );
         let (listener, addr) = crate::grpc::bind("127.0.0.1:0".parse().unwrap())
             .await

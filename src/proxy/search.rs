@@ -1,8 +1,8 @@
 //! The search path: check the request, plan it over the topology snapshot
 //! (`route`), fan it out as one `SearchInFiles` per read-only node in
-//! parallel, moving an unreachable node's files to the next node on the
-//! ring, and merge the partial top-k results. Without read-only nodes,
-//! searches go to the writable node unchanged.
+//! parallel (each part hedged or moved to the next node on the ring when its
+//! node is slow or unreachable: `hedge`), and merge the partial top-k
+//! results. Without read-only nodes, searches go to the writable node unchanged.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -63,8 +63,8 @@ impl Cluster {
         }
     }
 
-    /// One `SearchInFiles` per node, in parallel; a node that cannot be
-    /// reached has its files moved to the next healthy node on the ring.
+    /// One `SearchInFiles` per node, in parallel, each part hedged or moved
+    /// on when its node is slow or unreachable (`hedge`).
     /// `search` goes out as it is (callers have removed partition tags).
     async fn fan_out(
         &self,
@@ -74,43 +74,13 @@ impl Cluster {
     ) -> MilvusResult<TopKHits> {
         self.metrics
             .observe_fanout(plan.assignments.len(), plan.files);
-        let mut pending: Vec<(String, Vec<i64>)> = plan.assignments.clone();
-        let mut failed: HashSet<String> = HashSet::new();
-        let mut parts: Vec<TopKHits> = Vec::with_capacity(pending.len());
-        while !pending.is_empty() {
-            let calls = pending
-                .iter()
-                .map(|(node, ids)| self.search_node(node, ids, search));
-            let results = join_all(calls).await;
-            let mut retry: Vec<i64> = Vec::new();
-            for ((node, ids), result) in pending.iter().zip(results) {
-                match result {
-                    Ok(hits) => parts.push(hits),
-                    Err(NodeFailure::Milvus(e)) => return Err(e),
-                    Err(NodeFailure::Unreachable(e)) => {
-                        tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
-                        failed.insert(node.clone());
-                        retry.extend(ids);
-                    }
-                }
-            }
-            if retry.is_empty() {
-                break;
-            }
-            let rows: Vec<(i64, i64)> = retry.iter().map(|id| (*id, 0)).collect();
-            let healthy = |addr: &str| !failed.contains(addr) && self.backends.is_healthy(addr);
-            pending = route::plan(&self.backends.ring, &rows, healthy)
-                .map_err(|e| {
-                    MilvusError::new(
-                        ErrorCode::ConnectFailed,
-                        format!(
-                            "search failed: {} (unreachable: {})",
-                            e.reason,
-                            sorted(&failed)
-                        ),
-                    )
-                })?
-                .assignments;
+        let calls = plan
+            .assignments
+            .iter()
+            .map(|(node, ids)| self.search_part(node, ids, search));
+        let mut parts: Vec<TopKHits> = Vec::with_capacity(plan.assignments.len());
+        for result in join_all(calls).await {
+            parts.extend(result?);
         }
         let started = Instant::now();
         let merged = merge::merge(parts, search.topk as usize, metric.order());
@@ -118,7 +88,7 @@ impl Cluster {
         merged
     }
 
-    async fn search_node(
+    pub(super) async fn search_node(
         &self,
         node: &str,
         ids: &[i64],
@@ -133,7 +103,7 @@ impl Cluster {
         };
         let reply = backend
             .call("SearchInFiles", self.search_timeout, |mut c| async move {
-                c.search_in_files(request).await
+                c.search_in_files(super::deadline::outgoing(request)).await
             })
             .await
             .map_err(|e| NodeFailure::Unreachable(e.to_milvus()))?;
@@ -256,17 +226,11 @@ impl Cluster {
 }
 
 /// Why one node's part of a search failed.
-enum NodeFailure {
+pub(super) enum NodeFailure {
     /// The node answered with a Milvus error: the search fails with it.
     Milvus(MilvusError),
     /// The node could not be reached: its files may move elsewhere.
     Unreachable(MilvusError),
-}
-
-fn sorted(set: &HashSet<String>) -> String {
-    let mut v: Vec<&String> = set.iter().collect();
-    v.sort();
-    v.into_iter().cloned().collect::<Vec<_>>().join(", ")
 }
 
 /// A node could not find a file the snapshot named: merged and cleaned up meanwhile.
@@ -288,11 +252,5 @@ mod tests {
             "Invalid file id: 12"
         )));
         assert!(!is_stale_file_error(&MilvusError::unexpected("disk full")));
-    }
-
-    #[test]
-    fn failed_nodes_are_listed_in_order() {
-        let failed: HashSet<String> = ["b:2", "a:1"].into_iter().map(String::from).collect();
-        assert_eq!(sorted(&failed), "a:1, b:2");
     }
 }

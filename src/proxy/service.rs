@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tonic::{Request, Response};
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, Protection};
 use super::forward::client_call;
 use super::meta_from_snapshot;
 use super::rpc_metrics::reply;
@@ -60,8 +60,16 @@ impl ProxyService {
         metrics: Arc<Metrics>,
         request_timeout: Option<Duration>,
         search_timeout: Option<Duration>,
+        protection: Protection,
     ) -> Self {
-        let cluster = Cluster::new(backends, topology, metrics, request_timeout, search_timeout);
+        let cluster = Cluster::new(
+            backends,
+            topology,
+            metrics,
+            request_timeout,
+            search_timeout,
+            protection,
+        );
         Self { cluster }
     }
 }
@@ -149,18 +157,28 @@ impl MilvusService for ProxyService {
     }
 
     async fn search(&self, req: Request<SearchParam>) -> RpcResult<TopKQueryResult> {
-        reply(self.cluster.search(req.into_inner()).await)
+        let p = req.into_inner();
+        let _work = (self.cluster).admit_search(p.query_record_array.len(), p.topk)?;
+        reply(self.cluster.search(p).await)
     }
 
     async fn search_by_id(&self, req: Request<SearchByIdParam>) -> RpcResult<TopKQueryResult> {
-        reply(self.cluster.search_by_id(req.into_inner()).await)
+        let p = req.into_inner();
+        let _work = (self.cluster).admit_search(p.id_array.len(), p.topk)?;
+        reply(self.cluster.search_by_id(p).await)
     }
 
     async fn search_in_files(
         &self,
         req: Request<SearchInFilesParam>,
     ) -> RpcResult<TopKQueryResult> {
-        reply(self.cluster.search_in_files(req.into_inner()).await)
+        let p = req.into_inner();
+        let (nq, topk) = p
+            .search_param
+            .as_ref()
+            .map_or((0, 0), |s| (s.query_record_array.len(), s.topk));
+        let _work = (self.cluster).admit_search(nq, topk)?;
+        reply(self.cluster.search_in_files(p).await)
     }
 
     async fn cmd(&self, req: Request<Command>) -> RpcResult<StringReply> {

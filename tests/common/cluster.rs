@@ -273,8 +273,7 @@ impl ClusterBuilder {
 pub struct Cluster {
     /// The metadata database the cluster shares.
     pub kind: MetaKind,
-    /// The URI the nodes and the proxy open.
-    #[allow(dead_code)] // read by tests/guard.rs only
+    /// Its URI, for another proxy over the same cluster (and tests/guard.rs).
     pub meta_uri: String,
     pub proxy: Option<RunningProxy>,
     pub writer: Option<RunningNode>,

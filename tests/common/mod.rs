@@ -3,6 +3,9 @@
 //! one collection that fills, searches and checks it ([`collection`]), and the
 //! brute-force oracle every search is checked against ([`oracle`]).
 
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code, unused_imports, unused_macros)]
+
 pub mod calls;
 pub mod cluster;
 pub mod collection;

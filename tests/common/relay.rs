@@ -1,64 +1,73 @@
-//! A TCP relay the test controls, in front of a server (the metadata
-//! database): `cut` closes every relayed connection and refuses new ones
-//! until `restore`, as a network partition or a database restart would.
+//! A TCP relay in front of a server that the test controls: it passes bytes
+//! through, holds them (a frozen node: connections open, nothing answered,
+//! like SIGSTOP), delays what the client sends by a fixed time without
+//! limiting throughput (a slow node), or cuts every connection and refuses
+//! new ones (a network partition or a database restart).
 #![allow(dead_code)] // each test binary compiles `common`; only some use the relay
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Pass,
+    Freeze,
+    /// Requests reach the node this much later.
+    Delay(Duration),
+    /// Every connection closed, new ones refused.
+    Cut,
+}
 
 pub struct Relay {
     pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: JoinHandle<()>,
+    mode: watch::Sender<Mode>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
-    pub async fn start(upstream: SocketAddr) -> Relay {
+    pub async fn start(target: SocketAddr) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("relay binds");
         let addr = listener.local_addr().expect("relay address");
-        let cut = Arc::new(AtomicBool::new(false));
-        let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (is_cut, conns) = (cut.clone(), connections.clone());
+        let (mode, mode_rx) = watch::channel(Mode::Pass);
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if is_cut.load(Ordering::SeqCst) {
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                if *mode_rx.borrow() == Mode::Cut {
                     drop(client); // refused: closed at once
                     continue;
                 }
-                let relayed = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                let mut list = conns.lock().unwrap();
-                list.retain(|h| !h.is_finished());
-                list.push(relayed.abort_handle());
+                let Ok(server) = TcpStream::connect(target).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                connections.spawn(pump(cr, sw, mode_rx.clone(), true));
+                connections.spawn(pump(sr, cw, mode_rx.clone(), false));
             }
         });
-        Relay {
-            addr,
-            cut,
-            connections,
-            accept,
-        }
+        Relay { addr, mode, accept }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
     }
 
     /// Closes every relayed connection and refuses new ones.
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap().drain(..) {
-            connection.abort();
-        }
+        self.set(Mode::Cut);
     }
 
     /// Relays new connections again.
     pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.set(Mode::Pass);
     }
 }
 
@@ -67,4 +76,60 @@ impl Drop for Relay {
         self.accept.abort();
         self.cut();
     }
+}
+
+async fn wait_unfrozen(mode: &mut watch::Receiver<Mode>) -> Option<Mode> {
+    mode.wait_for(|m| *m != Mode::Freeze).await.ok().map(|m| *m)
+}
+
+/// Copies `from` to `to`; `upstream` (client to node) is the delayed direction.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    upstream: bool,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let mut writer_mode = mode.clone();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            match wait_unfrozen(&mut writer_mode).await {
+                None | Some(Mode::Cut) => return,
+                Some(_) => {}
+            }
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Some(current) = wait_unfrozen(&mut mode).await else {
+            break;
+        };
+        if current == Mode::Cut {
+            break;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            // A mode change (a cut above all) is looked at before the next read.
+            _ = mode.changed() => continue,
+        };
+        let delay = match current {
+            Mode::Delay(d) if upstream => d,
+            _ => Duration::ZERO,
+        };
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }

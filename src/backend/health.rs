@@ -1,0 +1,206 @@
+//! What the proxy has learnt about one read-only node from its own calls:
+//! passive ejection (N consecutive failed, timed-out or out-hedged calls take
+//! the node out for a back-off period that doubles on each ejection in a
+//! row; after it, a successful probe brings the node back) and a sliding
+//! window of its recent search latencies, whose p95 sets the hedge delay.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Search latencies remembered per node.
+pub const LATENCY_WINDOW: usize = 128;
+
+/// The ejection rules (`[slow_nodes]`).
+#[derive(Clone, Copy, Debug)]
+pub struct EjectionPolicy {
+    /// 0 disables ejection.
+    pub after_failures: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// A node's recent failures and ejection state.
+#[derive(Debug, Default)]
+pub struct Ejection {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+    ejections_in_row: u32,
+}
+
+/// What a call outcome did to the ejection state.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    None,
+    Ejected(Duration),
+    Restored,
+}
+
+impl Ejection {
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until.is_some()
+    }
+
+    /// A failed, timed-out or out-hedged call.
+    pub fn failure(&mut self, policy: &EjectionPolicy, now: Instant) -> Change {
+        if policy.after_failures == 0 || self.is_ejected() {
+            return Change::None;
+        }
+        self.consecutive_failures += 1;
+        if self.consecutive_failures < policy.after_failures {
+            return Change::None;
+        }
+        let factor = 1u32 << self.ejections_in_row.min(16);
+        let period = policy
+            .backoff
+            .saturating_mul(factor)
+            .min(policy.max_backoff);
+        self.ejections_in_row = self.ejections_in_row.saturating_add(1);
+        self.consecutive_failures = 0;
+        self.ejected_until = Some(now + period);
+        Change::Ejected(period)
+    }
+
+    /// A call that answered in time (and, when hedged, first).
+    pub fn success(&mut self) {
+        self.consecutive_failures = 0;
+        if !self.is_ejected() {
+            self.ejections_in_row = 0;
+        }
+    }
+
+    /// A probe answered: an ejected node whose back-off is over comes back.
+    pub fn probe_ok(&mut self, now: Instant) -> Change {
+        match self.ejected_until {
+            Some(until) if until <= now => {
+                self.ejected_until = None;
+                self.consecutive_failures = 0;
+                Change::Restored
+            }
+            _ => Change::None,
+        }
+    }
+}
+
+/// The last [`LATENCY_WINDOW`] search latencies of a node.
+#[derive(Debug, Default)]
+pub struct LatencyWindow {
+    samples: VecDeque<Duration>,
+}
+
+impl LatencyWindow {
+    pub fn record(&mut self, latency: Duration) {
+        if self.samples.len() == LATENCY_WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(latency);
+    }
+
+    /// The 95th percentile, `None` before any sample.
+    pub fn p95(&self) -> Option<Duration> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = self.samples.iter().copied().collect();
+        sorted.sort_unstable();
+        let rank = (sorted.len() * 95).div_ceil(100).saturating_sub(1);
+        sorted.get(rank).copied()
+    }
+}
+
+/// The hedge delay for a node: the fixed one when configured, else its p95
+/// latency (the floor before any sample), clamped to `[min, max]`.
+pub fn hedge_delay(
+    fixed: Option<Duration>,
+    p95: Option<Duration>,
+    min: Duration,
+    max: Duration,
+) -> Duration {
+    fixed.unwrap_or_else(|| p95.unwrap_or(min).clamp(min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> EjectionPolicy {
+        EjectionPolicy {
+            after_failures: 3,
+            backoff: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(12),
+        }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_with_a_doubling_backoff() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut e = Ejection::default();
+        assert_eq!(e.failure(&p, t0), Change::None);
+        e.success();
+        assert_eq!(e.failure(&p, t0), Change::None);
+        assert_eq!(e.failure(&p, t0), Change::None);
+        assert_eq!(e.failure(&p, t0), Change::Ejected(Duration::from_secs(5)));
+        assert!(e.is_ejected());
+        assert_eq!(e.probe_ok(t0 + Duration::from_secs(4)), Change::None);
+        assert_eq!(e.probe_ok(t0 + Duration::from_secs(5)), Change::Restored);
+        for _ in 0..2 {
+            e.failure(&p, t0);
+        }
+        assert_eq!(e.failure(&p, t0), Change::Ejected(Duration::from_secs(10)));
+        e.probe_ok(t0 + Duration::from_secs(10));
+        for _ in 0..2 {
+            e.failure(&p, t0);
+        }
+        assert_eq!(
+            e.failure(&p, t0),
+            Change::Ejected(Duration::from_secs(12)),
+            "capped"
+        );
+        e.probe_ok(t0 + Duration::from_secs(12));
+        e.success();
+        for _ in 0..2 {
+            e.failure(&p, t0);
+        }
+        assert_eq!(
+            e.failure(&p, t0),
+            Change::Ejected(Duration::from_secs(5)),
+            "a success after the return resets the back-off"
+        );
+    }
+
+    #[test]
+    fn zero_failures_disables_ejection() {
+        let p = EjectionPolicy {
+            after_failures: 0,
+            ..policy()
+        };
+        let mut e = Ejection::default();
+        for _ in 0..10 {
+            assert_eq!(e.failure(&p, Instant::now()), Change::None);
+        }
+    }
+
+    #[test]
+    fn p95_of_the_window() {
+        let mut w = LatencyWindow::default();
+        assert_eq!(w.p95(), None);
+        for ms in 1..=100 {
+            w.record(Duration::from_millis(ms));
+        }
+        assert_eq!(w.p95(), Some(Duration::from_millis(95)));
+        for _ in 0..LATENCY_WINDOW {
+            w.record(Duration::from_millis(7));
+        }
+        assert_eq!(w.p95(), Some(Duration::from_millis(7)));
+    }
+
+    #[test]
+    fn hedge_delay_is_fixed_or_clamped_p95() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        assert_eq!(hedge_delay(Some(ms(30)), Some(ms(500)), min, max), ms(30));
+        assert_eq!(hedge_delay(None, None, min, max), min);
+        assert_eq!(hedge_delay(None, Some(ms(5)), min, max), min);
+        assert_eq!(hedge_delay(None, Some(ms(400)), min, max), ms(400));
+        assert_eq!(hedge_delay(None, Some(ms(9000)), min, max), max);
+    }
+}

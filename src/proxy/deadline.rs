@@ -1,0 +1,309 @@
+//! Every request has a deadline: the client's `grpc-timeout` when it sent
+//! one, else the configured default for its kind (search or other). A tower
+//! layer starts the clock, makes the deadline visible to the backend calls
+//! made on the request's behalf (a task-local read by [`remaining`]), and
+//! answers gRPC `DEADLINE_EXCEEDED` the moment it passes, dropping the work.
+//!
+//! Why `DEADLINE_EXCEEDED` rather than a Milvus status: it is what the
+//! client's own gRPC stub reports for the same event, pymilvus raises it
+//! whatever the RPC's reply type, and it says "outcome unknown", which is
+//! the truth for a write the writer may still apply (never an acknowledgement).
+//! Backend calls get the time left plus [`BACKEND_SLACK`], so this layer's
+//! answer always comes first and the client sees one code for one cause.
+//! Hand-written: tonic's server `timeout` has a single default for every
+//! method and neither counts expiries nor exposes the deadline to handlers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::body::Body;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+
+use crate::telemetry::Metrics;
+
+tokio::task_local! {
+    static DEADLINE: Instant;
+}
+
+/// How much later than the request's deadline a backend call gives up.
+pub const BACKEND_SLACK: Duration = Duration::from_millis(50);
+
+/// The RPCs whose default deadline is the search one.
+pub fn is_search(method: &str) -> bool {
+    matches!(method, "Search" | "SearchByID" | "SearchInFiles")
+}
+
+/// The method name of a gRPC path (`/milvus.grpc.MilvusService/Search`).
+pub fn method_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit
+/// (H, M, S, m, u, n). `None` when malformed (the default then applies).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Time left before the current request's deadline; `None` outside a request.
+pub fn remaining() -> Option<Duration> {
+    DEADLINE
+        .try_with(|d| d.saturating_duration_since(Instant::now()))
+        .ok()
+}
+
+/// When the current request's deadline passes; `None` outside a request.
+pub fn expires_at() -> Option<Instant> {
+    DEADLINE.try_with(|d| *d).ok()
+}
+
+/// Runs `fut` with `deadline` as its request deadline (as the layer does).
+pub async fn within<F: Future>(deadline: Instant, fut: F) -> F::Output {
+    DEADLINE.scope(deadline, fut).await
+}
+
+/// The timeout of one backend call: the configured cap, bounded by the
+/// request's deadline (plus [`BACKEND_SLACK`]).
+pub fn backend_timeout(cap: Option<Duration>) -> Option<Duration> {
+    let left = remaining().map(|r| r + BACKEND_SLACK);
+    match (cap, left) {
+        (Some(c), Some(l)) => Some(c.min(l)),
+        (c, l) => c.or(l),
+    }
+}
+
+/// `message` as a request to a backend, carrying the time left before the
+/// current request's deadline as its own `grpc-timeout`.
+pub fn outgoing<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(left) = remaining() {
+        request.set_timeout(left.max(Duration::from_millis(1)));
+    }
+    request
+}
+
+/// The default deadlines, per kind of RPC.
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub search: Duration,
+    pub other: Duration,
+}
+
+/// Wraps the gRPC routes in [`Deadlines`].
+#[derive(Clone)]
+pub struct DeadlineLayer {
+    defaults: Defaults,
+    metrics: Arc<Metrics>,
+}
+
+impl DeadlineLayer {
+    pub fn new(defaults: Defaults, metrics: Arc<Metrics>) -> Self {
+        Self { defaults, metrics }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadlines<S>;
+    fn layer(&self, inner: S) -> Deadlines<S> {
+        Deadlines {
+            inner,
+            defaults: self.defaults,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Clone)]
+pub struct Deadlines<S> {
+    inner: S,
+    defaults: Defaults,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tonic::server::NamedService for Deadlines<S>
+where
+    S: tonic::server::NamedService,
+{
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> Service<http::Request<Body>> for Deadlines<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let method = method_of(req.uri().path()).to_string();
+        let default = if is_search(&method) {
+            self.defaults.search
+        } else {
+            self.defaults.other
+        };
+        let budget = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .unwrap_or(default);
+        let deadline = Instant::now() + budget;
+        let metrics = self.metrics.clone();
+        let fut = self.inner.call(req);
+        Box::pin(DEADLINE.scope(deadline, async move {
+            match tokio::time::timeout_at(deadline, fut).await {
+                Ok(response) => response,
+                Err(_) => {
+                    metrics.resilience.deadline_exceeded(&method);
+                    tracing::warn!(%method, "request deadline passed; answered DEADLINE_EXCEEDED");
+                    Ok(tonic::Status::deadline_exceeded(format!(
+                        "{method}: no complete answer within the request deadline of {}",
+                        humantime::format_duration(budget)
+                    ))
+                    .into_http())
+                }
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units_and_garbage() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("12x"), None);
+        assert_eq!(parse_grpc_timeout("-1S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[test]
+    fn methods_and_kinds() {
+        assert_eq!(method_of("/milvus.grpc.MilvusService/Search"), "Search");
+        assert!(is_search("SearchByID"));
+        assert!(!is_search("Insert"));
+    }
+
+    /// A handler that never answers, and reports the time it was given.
+    fn hung(
+        seen: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    > + Clone {
+        tower::service_fn(move |_req: http::Request<Body>| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap() = remaining();
+                futures::future::pending::<()>().await;
+                Ok::<_, Infallible>(http::Response::new(Body::default()))
+            }
+        })
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response.headers().get("grpc-status")?.to_str().ok()
+    }
+
+    #[tokio::test]
+    async fn the_clients_grpc_timeout_or_the_default_ends_a_hung_request() {
+        let metrics = Metrics::new();
+        let defaults = Defaults {
+            search: Duration::from_millis(300),
+            other: Duration::from_secs(60),
+        };
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let mut svc = DeadlineLayer::new(defaults, metrics.clone()).layer(hung(seen.clone()));
+        let request = |timeout: Option<&str>| {
+            let mut r = http::Request::builder().uri("/milvus.grpc.MilvusService/Search");
+            if let Some(t) = timeout {
+                r = r.header("grpc-timeout", t);
+            }
+            r.body(Body::default()).unwrap()
+        };
+
+        let started = Instant::now();
+        let response = svc.call(request(Some("100m"))).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(grpc_status(&response), Some("4"), "DEADLINE_EXCEEDED");
+        assert!(
+            took >= Duration::from_millis(100) && took < Duration::from_millis(250),
+            "{took:?}"
+        );
+        let given = seen
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the handler saw a deadline");
+        assert!(given <= Duration::from_millis(100), "{given:?}");
+
+        let started = Instant::now();
+        let response = svc.call(request(None)).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(grpc_status(&response), Some("4"));
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_millis(450),
+            "{took:?}"
+        );
+        assert!(metrics
+            .encode()
+            .contains("mishards_deadline_exceeded_total{method=\"Search\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn backend_timeout_is_bounded_by_the_deadline() {
+        assert_eq!(backend_timeout(None), None);
+        assert_eq!(
+            backend_timeout(Some(Duration::from_secs(3))),
+            Some(Duration::from_secs(3))
+        );
+        let deadline = Instant::now() + Duration::from_secs(2);
+        DEADLINE
+            .scope(deadline, async {
+                let t = backend_timeout(None).expect("bounded");
+                assert!(t <= Duration::from_secs(2) + BACKEND_SLACK);
+                assert!(t > Duration::from_secs(1));
+                let capped = backend_timeout(Some(Duration::from_millis(10)));
+                assert_eq!(capped, Some(Duration::from_millis(10)));
+            })
+            .await;
+    }
+}

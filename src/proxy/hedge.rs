@@ -1,0 +1,234 @@
+//! One read-only node's share of a search, kept from stalling on a slow or
+//! hung node. The part goes to its node; if no answer comes within the
+//! node's hedge delay (p95 of its recent searches, clamped, or a fixed
+//! value), the same files are also sent to the next healthy nodes the ring
+//! names for them (a hedge, paid from a budget of about 10% extra calls:
+//! tower's `TpsBudget`), or moved there without spending budget once the node
+//! is known to be down or ejected. The first complete answer wins and the
+//! other call is dropped (cancelled). Every read-only node reads every file
+//! (shared storage), so the answer is the same whichever node gives it. A
+//! node that loses to a hedge counts a failure towards its ejection.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tower::retry::budget::{Budget, TpsBudget};
+
+use super::cluster::Cluster;
+use super::route;
+use super::search::NodeFailure;
+use crate::backend::health::hedge_delay;
+use crate::config::SlowNodesConfig;
+use crate::merge::TopKHits;
+use crate::status::{MilvusError, MilvusResult};
+use crate::wire::{ErrorCode, SearchParam};
+
+/// How long the hedge budget remembers calls.
+const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// Hedges allowed per second whatever the traffic, so a quiet proxy can hedge.
+const BUDGET_FLOOR_PER_SECOND: u32 = 1;
+
+/// When and how often to hedge (`[slow_nodes]`).
+pub struct HedgePolicy {
+    fixed: Option<Duration>,
+    min: Duration,
+    max: Duration,
+    /// `None`: hedging disabled.
+    budget: Option<TpsBudget>,
+}
+
+impl HedgePolicy {
+    pub fn new(config: &SlowNodesConfig) -> Self {
+        let budget = (config.hedge_budget_percent > 0).then(|| {
+            TpsBudget::new(
+                BUDGET_WINDOW,
+                BUDGET_FLOOR_PER_SECOND,
+                config.hedge_budget_percent as f32 / 100.0,
+            )
+        });
+        Self {
+            fixed: (!config.hedge_delay.is_zero()).then_some(config.hedge_delay),
+            min: config.hedge_min_delay,
+            max: config.hedge_max_delay,
+            budget,
+        }
+    }
+
+    fn primary_call(&self) {
+        if let Some(b) = &self.budget {
+            b.deposit();
+        }
+    }
+
+    fn may_hedge(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.withdraw())
+    }
+}
+
+/// Why the race with the primary call started.
+enum Second {
+    Hedge,
+    NodeDown,
+}
+
+impl Cluster {
+    /// `node`'s share (`ids`) of a search: every file answered once, by
+    /// `node` or by the nodes its files move or are hedged to.
+    pub(super) async fn search_part(
+        &self,
+        node: &str,
+        ids: &[i64],
+        search: &SearchParam,
+    ) -> MilvusResult<Vec<TopKHits>> {
+        self.hedging.primary_call();
+        let primary = self.search_node(node, ids, search);
+        tokio::pin!(primary);
+        let backend = self.backends.get(node);
+        let slow_after = hedge_delay(
+            self.hedging.fixed,
+            backend.and_then(|b| b.search_p95()),
+            self.hedging.min,
+            self.hedging.max,
+        );
+        let mut wait = slow_after;
+        let second = loop {
+            tokio::select! {
+                result = &mut primary => {
+                    return self.after_primary(node, ids, search, result).await;
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            if !backend.is_some_and(|b| b.is_healthy()) {
+                break Second::NodeDown;
+            }
+            if self.hedging.may_hedge() {
+                break Second::Hedge;
+            }
+            // Out of budget: keep waiting, and look again soon.
+            wait = self.hedging.min;
+        };
+        if matches!(second, Second::Hedge) {
+            self.metrics.resilience.hedged(node);
+            tracing::debug!(backend = %node, delay = ?slow_after, "hedging a slow search part");
+        }
+        let others = self.fail_over(ids, search, HashSet::from([node.to_string()]));
+        tokio::pin!(others);
+        tokio::select! {
+            result = &mut primary => match result {
+                Ok(hits) => Ok(vec![hits]),
+                Err(NodeFailure::Milvus(e)) => Err(e),
+                Err(NodeFailure::Unreachable(_)) => others.await,
+            },
+            result = &mut others => match result {
+                Ok(hits) => {
+                    if let Some(b) = backend {
+                        b.record_failure();
+                    }
+                    Ok(hits)
+                }
+                Err(e) => match primary.await {
+                    Ok(hits) => Ok(vec![hits]),
+                    Err(NodeFailure::Milvus(e)) => Err(e),
+                    Err(NodeFailure::Unreachable(_)) => Err(e),
+                },
+            },
+        }
+    }
+
+    async fn after_primary(
+        &self,
+        node: &str,
+        ids: &[i64],
+        search: &SearchParam,
+        result: Result<TopKHits, NodeFailure>,
+    ) -> MilvusResult<Vec<TopKHits>> {
+        match result {
+            Ok(hits) => Ok(vec![hits]),
+            Err(NodeFailure::Milvus(e)) => Err(e),
+            Err(NodeFailure::Unreachable(e)) => {
+                tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
+                self.fail_over(ids, search, HashSet::from([node.to_string()]))
+                    .await
+            }
+        }
+    }
+
+    /// Searches `ids` on the healthy nodes the ring names for them, leaving
+    /// out `excluded`; a node that cannot be reached is left out in turn and
+    /// its files move on. Bounded by the request's deadline.
+    async fn fail_over(
+        &self,
+        ids: &[i64],
+        search: &SearchParam,
+        mut excluded: HashSet<String>,
+    ) -> MilvusResult<Vec<TopKHits>> {
+        let mut parts = Vec::new();
+        let mut rows: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 0)).collect();
+        while !rows.is_empty() {
+            let healthy = |addr: &str| !excluded.contains(addr) && self.backends.is_healthy(addr);
+            let plan = route::plan(&self.backends.ring, &rows, healthy).map_err(|e| {
+                MilvusError::new(
+                    ErrorCode::ConnectFailed,
+                    format!(
+                        "search failed: {} (unreachable: {})",
+                        e.reason,
+                        sorted(&excluded)
+                    ),
+                )
+            })?;
+            let calls = plan
+                .assignments
+                .iter()
+                .map(|(node, ids)| self.search_node(node, ids, search));
+            let results = join_all(calls).await;
+            rows.clear();
+            for ((node, ids), result) in plan.assignments.iter().zip(results) {
+                match result {
+                    Ok(hits) => parts.push(hits),
+                    Err(NodeFailure::Milvus(e)) => return Err(e),
+                    Err(NodeFailure::Unreachable(e)) => {
+                        tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
+                        excluded.insert(node.clone());
+                        rows.extend(ids.iter().map(|id| (*id, 0)));
+                    }
+                }
+            }
+        }
+        Ok(parts)
+    }
+}
+
+fn sorted(set: &HashSet<String>) -> String {
+    let mut v: Vec<&String> = set.iter().collect();
+    v.sort();
+    v.into_iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excluded_nodes_are_listed_in_order() {
+        let set: HashSet<String> = ["b:2", "a:1"].into_iter().map(String::from).collect();
+        assert_eq!(sorted(&set), "a:1, b:2");
+    }
+
+    #[test]
+    fn the_budget_allows_about_the_configured_share() {
+        let policy = HedgePolicy::new(&SlowNodesConfig::default());
+        for _ in 0..1000 {
+            policy.primary_call();
+        }
+        let granted = (0..1000).filter(|_| policy.may_hedge()).count();
+        // 10% of 1000 calls, plus the floor's reserve (1/s over 10 s).
+        assert!((100..=115).contains(&granted), "granted {granted}");
+        let off = HedgePolicy::new(&SlowNodesConfig {
+            hedge_budget_percent: 0,
+            ..SlowNodesConfig::default()
+        });
+        off.primary_call();
+        assert!(!off.may_hedge());
+    }
+}

@@ -1,0 +1,472 @@
+//! Slow and hung read-only nodes, deadlines and overload, end to end over
+//! real gRPC on 127.0.0.1: an in-process cluster (writer, three read-only
+//! nodes), and a second proxy whose first read-only node sits behind a TCP
+//! relay the test freezes or slows down. Every search answer is checked
+//! against the brute-force oracle; each scenario is bounded in time and
+//! prints its figures (`cargo test --test resilience -- --nocapture`).
+#![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::relay::{Mode, Relay};
+use common::*;
+use mishards::config::Config;
+use mishards::proxy::{self, RunningProxy};
+
+const DIM: usize = 16;
+
+/// The cluster, a filled collection and its rows.
+async fn filled_cluster(name: &str) -> (Cluster, TestCollection, Arc<Rows>) {
+    let cluster = Cluster::start(&MetaKind::Sqlite).await;
+    let mut source = VectorSource::new(7);
+    let mut collection = cluster.collection(name, DIM, L2).await;
+    // 12 files, so every read-only node has a share.
+    let rows = Arc::new(collection.fill(&mut source, 12, 200).await);
+    (cluster, collection, rows)
+}
+
+/// A second proxy over the cluster, whose read-only nodes are `readonly`.
+async fn proxy_over(
+    cluster: &Cluster,
+    readonly: Vec<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> RunningProxy {
+    let writer = cluster.writer.as_ref().unwrap().addr.to_string();
+    let mut config = proxy_config(&cluster.meta_uri, &writer, readonly);
+    config.backends.connect_timeout = Duration::from_secs(1);
+    config.topology.refresh_interval = Duration::from_millis(100);
+    tweak(&mut config);
+    proxy::start(config).await.expect("proxy starts")
+}
+
+/// The value of one series in the proxy's metrics text (0 when absent).
+fn metric(proxy: &RunningProxy, series: &str) -> f64 {
+    let text = proxy.metrics.encode();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn ok_searches_on(proxy: &RunningProxy, backend: &str) -> f64 {
+    metric(
+        proxy,
+        &format!(
+            "mishards_backend_requests_total{{backend=\"{backend}\",method=\"SearchInFiles\",outcome=\"ok\"}}"
+        ),
+    )
+}
+
+/// Figures of a search load.
+#[derive(Default)]
+struct Load {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    worst_micros: AtomicU64,
+}
+
+/// 8 clients searching through `proxy` until `until`, every answer checked
+/// against the oracle (a wrong or incomplete answer fails the test).
+async fn search_load(
+    proxy: &RunningProxy,
+    collection: &TestCollection,
+    rows: &Arc<Rows>,
+    until: Instant,
+) -> Arc<Load> {
+    let load = Arc::new(Load::default());
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let mut collection = collection.through(client_of(proxy.addr));
+        let rows = rows.clone();
+        let load = load.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut source = VectorSource::new(100 + worker);
+            let mut i = 0;
+            while Instant::now() < until {
+                let queries = source.floats(2, DIM);
+                let started = Instant::now();
+                let param = search_param(&collection.name, &[], &queries, 10, "{}");
+                let reply = collection.client.search(param).await;
+                let micros = started.elapsed().as_micros() as u64;
+                load.sent.fetch_add(1, Ordering::Relaxed);
+                load.worst_micros.fetch_max(micros, Ordering::Relaxed);
+                match reply {
+                    Ok(r) if code_of(&r.get_ref().status) == 0 => {
+                        let what = format!("worker {worker} search {i}");
+                        collection.check(&what, r.get_ref(), &rows, &queries, 10, Some(10));
+                    }
+                    Ok(r) => {
+                        eprintln!("worker {worker}: status {:?}", r.get_ref().status);
+                        load.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("worker {worker}: {e}");
+                        load.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("search worker");
+    }
+    load
+}
+
+/// Searches through `proxy` until `backend` has answered a part again
+/// (bounded by `limit`); the time it took.
+async fn until_back(
+    proxy: &RunningProxy,
+    collection: &TestCollection,
+    rows: &Rows,
+    backend: &str,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let before = ok_searches_on(proxy, backend);
+    let mut collection = collection.through(client_of(proxy.addr));
+    let mut source = VectorSource::new(99);
+    while started.elapsed() < limit {
+        let queries = source.floats(1, DIM);
+        collection
+            .expect_search("after recovery", rows, &queries, 10)
+            .await;
+        if ok_searches_on(proxy, backend) > before {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{backend} received no search part within {limit:?} of its recovery");
+}
+
+/// One of three read-only nodes hangs (frozen relay, like SIGSTOP) or turns
+/// slow (relay adding 2 s) during a 12 s load of 8 clients: no search fails
+/// or is incomplete, none is slower than the largest hedge delay (1 s) plus
+/// a margin for this shared machine; back to normal, the node gets files again.
+async fn slow_reader_scenario(mode: Mode, name: &str) {
+    let (cluster, collection, rows) = filled_cluster(name).await;
+    let readers = cluster.reader_addrs();
+    let relay = Relay::start(readers[0]).await;
+    let relayed = relay.addr.to_string();
+    let readonly = vec![
+        relayed.clone(),
+        readers[1].to_string(),
+        readers[2].to_string(),
+    ];
+    let proxy = proxy_over(&cluster, readonly, |_| {}).await;
+    // Warm up: every node answers and the latency windows fill.
+    until_back(
+        &proxy,
+        &collection,
+        &rows,
+        &relayed,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let started = Instant::now();
+    let load_end = started + Duration::from_secs(12);
+    let misbehave = async {
+        {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            relay.set(mode);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            let before = ok_searches_on(&proxy, &relayed);
+            relay.set(Mode::Pass);
+            let resumed = Instant::now();
+            // Polled while the load goes on, bounded by the load's end.
+            while ok_searches_on(&proxy, &relayed) <= before && Instant::now() < load_end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok_searches_on(&proxy, &relayed) > before).then(|| resumed.elapsed())
+        }
+    };
+    let (load, back_during_load) =
+        tokio::join!(search_load(&proxy, &collection, &rows, load_end), misbehave);
+    let after_load = until_back(
+        &proxy,
+        &collection,
+        &rows,
+        &relayed,
+        Duration::from_secs(30),
+    )
+    .await;
+    let sent = load.sent.load(Ordering::Relaxed);
+    let failed = load.failed.load(Ordering::Relaxed);
+    let worst = Duration::from_micros(load.worst_micros.load(Ordering::Relaxed));
+    let hedged = metric(&proxy, "mishards_hedged_requests_total");
+    let ejected_now = metric(&proxy, "mishards_backend_ejected{");
+    eprintln!(
+        "FIGURES {name} ({mode:?} for 6 s of a 12 s load, 8 clients): sent {sent}, failed {failed}, \
+         hedged {hedged}, worst latency {worst:?}; answering parts again {back_during_load:?} after \
+         it recovered (None: not before the load ended; then {after_load:?} after the load), \
+         ejected now {ejected_now}"
+    );
+    assert_eq!(failed, 0, "{name}: failed searches");
+    assert!(sent > 50, "{name}: only {sent} searches in 12 s");
+    // hedge_max_delay (1 s) + 1 s, plus 1 s of margin for a loaded 2-core machine.
+    assert!(
+        worst < Duration::from_secs(3),
+        "{name}: a search took {worst:?}"
+    );
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+    drop(relay);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_reader_is_hedged_ejected_and_back() {
+    slow_reader_scenario(Mode::Freeze, "frozen_reader").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_slowed_by_two_seconds_is_hedged() {
+    slow_reader_scenario(Mode::Delay(Duration::from_secs(2)), "slow_reader").await;
+}
+
+/// Every request has a deadline: the client's, or the configured default;
+/// past it the answer is DEADLINE_EXCEEDED at once, whatever the nodes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_bound_searches_on_hung_nodes() {
+    let (cluster, collection, _rows) = filled_cluster("deadlines").await;
+    let mut relays = Vec::new();
+    for addr in cluster.reader_addrs() {
+        relays.push(Relay::start(addr).await);
+    }
+    let readonly = relays.iter().map(|r| r.addr.to_string()).collect();
+    let proxy = proxy_over(&cluster, readonly, |c| {
+        c.deadlines.search = Duration::from_millis(800);
+    })
+    .await;
+    let mut client = client_of(proxy.addr);
+    let mut source = VectorSource::new(5);
+    let param = search_param(&collection.name, &[], &source.floats(1, DIM), 10, "{}");
+    // Healthy first, then every read-only node hangs.
+    let reply = client.search(param.clone()).await.unwrap();
+    assert_eq!(code_of(&reply.get_ref().status), 0);
+    for r in &relays {
+        r.set(Mode::Freeze);
+    }
+    // Both cases within 2 s of the freeze: the health probe (2 s timeout)
+    // has not yet marked the nodes down, so the searches wait on them.
+    let series = "mishards_deadline_exceeded_total{method=\"Search\"}";
+    let started = Instant::now();
+    let e = client.search(param.clone()).await.unwrap_err();
+    let default_case = started.elapsed();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("deadline"), "{}", e.message());
+    assert_eq!(metric(&proxy, series), 1.0);
+
+    let mut with_client_deadline = tonic::Request::new(param);
+    with_client_deadline.set_timeout(Duration::from_millis(400));
+    let started = Instant::now();
+    let e = client.search(with_client_deadline).await.unwrap_err();
+    let client_case = started.elapsed();
+    // tonic's client keeps the deadline it sends as well and usually gives
+    // up first (CANCELLED "Timeout expired"), so which side ends the call is
+    // a race; the proxy's handling of grpc-timeout is unit-tested in
+    // `proxy::deadline`. Either way nobody waits past the deadline.
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e}"
+    );
+    eprintln!(
+        "FIGURES deadlines: client grpc-timeout 400 ms answered in {client_case:?}; \
+         default 800 ms answered in {default_case:?}"
+    );
+    assert!(client_case < Duration::from_millis(900), "{client_case:?}");
+    assert!(
+        default_case >= Duration::from_millis(800) && default_case < Duration::from_millis(1300),
+        "{default_case:?}"
+    );
+    for r in &relays {
+        r.set(Mode::Pass);
+    }
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+    cluster.stop().await;
+}
+
+/// RSS of this test process (the proxy, the nodes and the clients), in MiB.
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
+}
+
+/// A flood of searches over the limits: the ones shed are answered
+/// RESOURCE_EXHAUSTED promptly, the ones accepted complete correctly, and
+/// memory stays bounded. The read-only nodes sit behind relays adding 2 s,
+/// so accepted searches hold their slots for a while without the scans of
+/// this in-process cluster taking the 2 cores from the proxy (in production
+/// the nodes run elsewhere; here they would share the proxy's CPU).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_heavy_searches_is_shed_promptly() {
+    let (cluster, collection, rows) = filled_cluster("flood").await;
+    let mut relays = Vec::new();
+    for addr in cluster.reader_addrs() {
+        let relay = Relay::start(addr).await;
+        relay.set(Mode::Delay(Duration::from_secs(2)));
+        relays.push(relay);
+    }
+    let readonly = relays.iter().map(|r| r.addr.to_string()).collect();
+    let proxy = proxy_over(&cluster, readonly, |c| {
+        c.admission.max_inflight_searches = 8;
+        // Four heavy searches (nq 50 x topk 1000) at once.
+        c.admission.max_queued_work = 200_000;
+        // The relays' 2 s are the nodes' normal latency here: no hedging.
+        c.slow_nodes.hedge_delay = Duration::from_secs(10);
+    })
+    .await;
+    let rss_before = rss_mib();
+    let peak_rss = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let peak = peak_rss.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_mib(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let clients = 64u64;
+    let start = Arc::new(tokio::sync::Barrier::new(clients as usize + 1));
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let mut collection = collection.through(client_of(proxy.addr));
+        let rows = rows.clone();
+        let start = start.clone();
+        // Even workers heavy (nq 50 x topk 1000), odd ones light (nq 1 x topk 10).
+        let (nq, topk) = if worker % 2 == 0 { (50, 1000) } else { (1, 10) };
+        tasks.push(tokio::spawn(async move {
+            // Connected before the flood, so only the searches are timed.
+            cmd(&mut collection.client, "version").await;
+            let queries = VectorSource::new(500 + worker).floats(nq, DIM);
+            let param = search_param(&collection.name, &[], &queries, topk as i64, "{}");
+            start.wait().await;
+            let started = Instant::now();
+            let reply = collection.client.search(param).await;
+            let took = started.elapsed();
+            match reply {
+                Ok(r) => {
+                    assert_eq!(code_of(&r.get_ref().status), 0, "{:?}", r.get_ref().status);
+                    collection.check("accepted", r.get_ref(), &rows, &queries, topk, None);
+                    (true, took)
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+                    assert!(
+                        e.message().contains("admission.max_inflight_searches")
+                            || e.message().contains("admission.max_queued_work"),
+                        "{}",
+                        e.message()
+                    );
+                    (false, took)
+                }
+            }
+        }));
+    }
+    // While the accepted searches hold the limits (the nodes take 2 s), one
+    // search at a time: how long a client waits for its refusal.
+    let mut probe = collection.through(client_of(proxy.addr));
+    cmd(&mut probe.client, "version").await;
+    start.wait().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut lone_sheds = Vec::new();
+    for i in 0..20 {
+        let queries = VectorSource::new(900 + i).floats(1, DIM);
+        let param = search_param(&probe.name, &[], &queries, 10, "{}");
+        let started = Instant::now();
+        let e = probe.client.search(param).await.unwrap_err();
+        lone_sheds.push(started.elapsed());
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    }
+    lone_sheds.sort();
+    let mut accepted = Vec::new();
+    let mut shed = Vec::new();
+    for t in tasks {
+        let (ok, took) = t.await.expect("flood worker");
+        if ok {
+            accepted.push(took);
+        } else {
+            shed.push(took);
+        }
+    }
+    sampler.abort();
+    // A reply too large for one message (6000 x 16384 x 12 bytes > 1 GiB) is
+    // refused up front, though Milvus' own nq and topk limits allow it.
+    let mut client = client_of(proxy.addr);
+    let mut huge = search_param(
+        &collection.name,
+        &[],
+        &VectorSource::new(1).floats(1, DIM),
+        16384,
+        "{}",
+    );
+    huge.query_record_array = vec![huge.query_record_array[0].clone(); 6000];
+    let started = Instant::now();
+    let e = client.search(huge).await.unwrap_err();
+    let huge_took = started.elapsed();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(
+        e.message().contains("server.max_message_size"),
+        "{}",
+        e.message()
+    );
+
+    shed.sort();
+    accepted.sort();
+    let worst_shed = shed.last().copied().unwrap_or_default();
+    let median_shed = shed.get(shed.len() / 2).copied().unwrap_or_default();
+    let worst_accepted = accepted.last().copied().unwrap_or_default();
+    let peak = peak_rss.load(Ordering::Relaxed);
+    eprintln!(
+        "FIGURES flood ({clients} clients at once, half nq 50 x topk 1000, half nq 1 x topk 10; \
+         limits 8 in flight / 200000 work; nodes +2 s): accepted {}, shed {} (inflight {}, \
+         queued_work {}), shed answered in median {median_shed:?} worst {worst_shed:?}; slowest \
+         accepted {worst_accepted:?}; oversized reply refused in {huge_took:?}; test process \
+         (proxy + 4 nodes + clients) RSS {rss_before} MiB before, peak {peak} MiB; then 20 \
+         searches one at a time while full: refused in median {:?}, worst {:?}",
+        accepted.len(),
+        shed.len(),
+        metric(&proxy, "mishards_shed_requests_total{reason=\"inflight\"}"),
+        metric(
+            &proxy,
+            "mishards_shed_requests_total{reason=\"queued_work\"}"
+        ),
+        lone_sheds[lone_sheds.len() / 2],
+        lone_sheds[lone_sheds.len() - 1],
+    );
+    assert!(accepted.len() <= 8, "at most 8 in flight");
+    assert!(!accepted.is_empty() && shed.len() >= 56);
+    // A refusal is prompt: 50 ms asked; the margin is for a debug build on a
+    // 2-core machine shared with other jobs.
+    assert!(
+        lone_sheds[lone_sheds.len() / 2] < Duration::from_millis(50),
+        "{lone_sheds:?}"
+    );
+    assert!(
+        lone_sheds[lone_sheds.len() - 1] < Duration::from_millis(250),
+        "{lone_sheds:?}"
+    );
+    // 64 requests landing at once are decoded and refused one after another
+    // on 2 cores (the debug build spends most of it in h2 and prost).
+    assert!(worst_shed < Duration::from_secs(1), "{worst_shed:?}");
+    assert!(
+        peak < rss_before + 512,
+        "RSS grew from {rss_before} to {peak} MiB"
+    );
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+    drop(relays);
+    cluster.stop().await;
+}
