@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
+use tracing::field::Empty;
 
 use super::cluster::Cluster;
 use super::forward::client_call;
@@ -27,6 +28,10 @@ impl Cluster {
     /// Search: plan, fan out, merge. Retries once on a fresh snapshot when a
     /// node reports a file that no longer exists (a merge retired it).
     pub async fn search(&self, p: SearchParam) -> MilvusResult<TopKQueryResult> {
+        let request_span = tracing::Span::current();
+        request_span.record("collection", p.collection_name.as_str());
+        request_span.record("nq", p.query_record_array.len());
+        request_span.record("topk", p.topk);
         validate::search_request(
             &p.collection_name,
             &p.partition_tag_array,
@@ -46,11 +51,23 @@ impl Cluster {
             let view = self.view(&p.collection_name).await?;
             validate::search_params(view.engine, &params, p.topk)?;
             validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
-            let files = route::select_files(&view, &tags)?;
-            if files.is_empty() {
+            let plan_span = tracing::info_span!("plan", files = Empty, nodes = Empty);
+            let plan = plan_span.in_scope(|| -> MilvusResult<Option<RoutePlan>> {
+                let files = route::select_files(&view, &tags)?;
+                if files.is_empty() {
+                    return Ok(None);
+                }
+                route::plan(&self.backends.ring, &files, self.healthy()).map(Some)
+            })?;
+            let Some(plan) = plan else {
+                request_span.record("files", 0);
+                request_span.record("nodes", 0);
                 return Ok(TopKHits::empty().into_wire());
+            };
+            for span in [&plan_span, &request_span] {
+                span.record("files", plan.files);
+                span.record("nodes", plan.assignments.len());
             }
-            let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
             match self.fan_out(&plan, &p, view.metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
                     tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
@@ -112,7 +129,9 @@ impl Cluster {
                 .assignments;
         }
         let started = Instant::now();
-        let merged = merge::merge(parts, search.topk as usize, metric.order());
+        let merge_span = tracing::info_span!("merge", parts = parts.len(), topk = search.topk);
+        let merged =
+            merge_span.in_scope(|| merge::merge(parts, search.topk as usize, metric.order()));
         self.metrics.observe_merge(started.elapsed().as_secs_f64());
         merged
     }
@@ -163,6 +182,10 @@ impl Cluster {
         let mut s = p
             .search_param
             .ok_or_else(|| MilvusError::illegal_argument("SearchInFiles needs a search_param"))?;
+        let request_span = tracing::Span::current();
+        request_span.record("collection", s.collection_name.as_str());
+        request_span.record("nq", s.query_record_array.len());
+        request_span.record("topk", s.topk);
         // Tags are not checked here: SearchInFiles ignores them.
         validate::search_request(&s.collection_name, &[], s.query_record_array.len(), s.topk)?;
         let params = validate::extra_params(&s.extra_params)?;
@@ -192,7 +215,10 @@ impl Cluster {
                 p.file_id_array, s.collection_name
             )));
         }
-        let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+        let plan = tracing::info_span!("plan", files = files.len())
+            .in_scope(|| route::plan(&self.backends.ring, &files, self.healthy()))?;
+        request_span.record("files", plan.files);
+        request_span.record("nodes", plan.assignments.len());
         s.partition_tag_array.clear();
         self.fan_out(&plan, &s, view.metric)
             .await
