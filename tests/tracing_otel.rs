@@ -61,7 +61,9 @@ async fn a_search_produces_the_expected_spans() {
     let mut request = tonic::Request::new(search_param("traced", &[], &queries, 5, "{}"));
     request.metadata_mut().insert(
         "traceparent",
-        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01").parse().unwrap(),
+        format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
+            .parse()
+            .unwrap(),
     );
     let reply = client.search(request).await.unwrap().into_inner();
     assert_ok("traced search", &reply.status);
