@@ -51,23 +51,11 @@ impl Cluster {
             let view = self.view(&p.collection_name).await?;
             validate::search_params(view.engine, &params, p.topk)?;
             validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
-            let plan_span = tracing::info_span!("plan", files = Empty, nodes = Empty);
-            let plan = plan_span.in_scope(|| -> MilvusResult<Option<RoutePlan>> {
-                let files = route::select_files(&view, &tags)?;
-                if files.is_empty() {
-                    return Ok(None);
-                }
-                route::plan(&self.backends.ring, &files, self.healthy()).map(Some)
-            })?;
-            let Some(plan) = plan else {
-                request_span.record("files", 0);
-                request_span.record("nodes", 0);
+            let files = route::select_files(&view, &tags)?;
+            if files.is_empty() {
                 return Ok(TopKHits::empty().into_wire());
-            };
-            for span in [&plan_span, &request_span] {
-                span.record("files", plan.files);
-                span.record("nodes", plan.assignments.len());
             }
+            let plan = self.traced_plan(&files, &request_span)?;
             match self.fan_out(&plan, &p, view.metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
                     tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
@@ -134,6 +122,22 @@ impl Cluster {
             merge_span.in_scope(|| merge::merge(parts, search.topk as usize, metric.order()));
         self.metrics.observe_merge(started.elapsed().as_secs_f64());
         merged
+    }
+
+    /// `route::plan` over the healthy nodes in a `plan` span; the plan's size
+    /// (`files`, `nodes`) is recorded there and in the request span.
+    fn traced_plan(
+        &self,
+        files: &[(i64, i64)],
+        request_span: &tracing::Span,
+    ) -> MilvusResult<RoutePlan> {
+        let span = tracing::info_span!("plan", files = Empty, nodes = Empty);
+        let plan = span.in_scope(|| route::plan(&self.backends.ring, files, self.healthy()))?;
+        for span in [&span, request_span] {
+            span.record("files", plan.files);
+            span.record("nodes", plan.assignments.len());
+        }
+        Ok(plan)
     }
 
     async fn search_node(
@@ -215,10 +219,7 @@ impl Cluster {
                 p.file_id_array, s.collection_name
             )));
         }
-        let plan = tracing::info_span!("plan", files = files.len())
-            .in_scope(|| route::plan(&self.backends.ring, &files, self.healthy()))?;
-        request_span.record("files", plan.files);
-        request_span.record("nodes", plan.assignments.len());
+        let plan = self.traced_plan(&files, &request_span)?;
         s.partition_tag_array.clear();
         self.fan_out(&plan, &s, view.metric)
             .await
