@@ -1,7 +1,7 @@
 //! `mishards demo`: a whole cluster in one process on loopback — SQLite
 //! metadata and segment files under one directory, one writable node, two
 //! read-only nodes, and the proxy on the Milvus port with metrics. Data is
-//! kept between runs.
+//! kept between runs. Ctrl-C or SIGTERM stops it cleanly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,9 +72,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     println!("Press Ctrl-C to stop.");
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    stop_requested().await?;
     println!("stopping…");
     proxy.stop(Duration::from_secs(5)).await?;
     for n in nodes {
@@ -82,4 +80,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     println!("stopped; data kept in {}", dir.display());
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what `docker stop` and test harnesses send).
+async fn stop_requested() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")
 }

@@ -43,14 +43,15 @@ pub fn milvus_server<S: MilvusService>(
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then lets
-/// in-flight calls finish.
+/// in-flight calls finish. Every call runs in a span continuing the caller's trace.
 pub async fn serve<S: MilvusService>(
     listener: TcpListener,
     service: S,
     max_message_size: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    serve_routes(listener, milvus_server(service, max_message_size), shutdown).await
+    let server = crate::trace::ServerSpan::new(milvus_server(service, max_message_size));
+    serve_routes(listener, server, shutdown).await
 }
 
 /// Serves any `milvus.grpc.MilvusService` implementation at the HTTP level

@@ -22,6 +22,7 @@ pub mod ring;
 pub mod status;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod types;
 pub mod validate;
 

@@ -76,16 +76,57 @@ enum NodeRole {
     Ro,
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+/// What must outlive the program's work for its telemetry: with the `otel`
+/// feature, the tracer provider, shut down (flushing its spans) on drop.
+struct TelemetryGuard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("mishards: flushing the OpenTelemetry spans failed: {e}");
+            }
+        }
+    }
+}
+
+/// Logs to stderr (text or JSON, both carrying the request spans) and, with
+/// the `otel` feature and the `OTEL_*` variables set, exports the spans over OTLP.
+fn init_logging(level: &str, format: LogFormat) -> TelemetryGuard {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let provider = match mishards::trace::otel::provider_from_env() {
+            Ok(provider) => provider,
+            Err(e) => {
+                eprintln!("mishards: OpenTelemetry export disabled: {e:#}");
+                None
+            }
+        };
+        let layer = provider.as_ref().map(mishards::trace::otel::layer);
+        registry.with(layer).init();
+        TelemetryGuard { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        TelemetryGuard {}
     }
 }
 
@@ -133,7 +174,7 @@ async fn main() -> ExitCode {
             cleanup_delay,
             log_level,
         } => {
-            init_logging(&log_level, LogFormat::Text);
+            let _telemetry = init_logging(&log_level, LogFormat::Text);
             let role = match role {
                 NodeRole::Rw => Role::Writable,
                 NodeRole::Ro => Role::ReadOnly,
@@ -149,7 +190,7 @@ async fn main() -> ExitCode {
             listen,
             metrics_listen,
         } => {
-            init_logging("warn", LogFormat::Text);
+            let _telemetry = init_logging("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
                 dir,
                 listen,
@@ -175,7 +216,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
             .collect();
         anyhow::anyhow!("{}:\n  {}", path.display(), text.join("\n  "))
     })?;
-    init_logging(&config.log.level, config.log.format);
+    let _telemetry = init_logging(&config.log.level, config.log.format);
     let grace = config.server.shutdown_grace;
     let running = proxy::start(config).await?;
     eprintln!("mishards proxy listening on {}", running.addr);

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use self::health::{Change, Ejection, EjectionPolicy, LatencyWindow};
 use crate::proxy::deadline;
@@ -25,10 +27,14 @@ use crate::config::Config;
 use crate::ring::Ring;
 use crate::status::{code_name, MilvusError, Reply};
 use crate::telemetry::Metrics;
+use crate::trace::InjectTraceContext;
 use crate::wire::milvus_service_client::MilvusServiceClient;
 use crate::wire::{Command, ErrorCode};
 
-pub type Client = MilvusServiceClient<Channel>;
+/// A channel whose requests carry the caller's trace context (`traceparent`).
+pub type TracedChannel = InterceptedService<Channel, InjectTraceContext>;
+
+pub type Client = MilvusServiceClient<TracedChannel>;
 
 /// A failed call to a backend.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +90,7 @@ pub struct Backend {
     pub addr: String,
     client: Client,
     /// The same connection, for calls that forward raw message bytes.
-    raw: tonic::client::Grpc<Channel>,
+    raw: tonic::client::Grpc<TracedChannel>,
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
     /// Call slots: `admission.max_inflight_per_backend`.
@@ -133,8 +139,10 @@ impl Backend {
     ) -> anyhow::Result<Self> {
         let max = config.server.max_message_size.0 as usize;
         let channel = crate::grpc::channel(addr, config.backends.connect_timeout)?;
-        let client = crate::grpc::client_on(channel.clone(), max);
-        let raw = tonic::client::Grpc::new(channel)
+        let client = MilvusServiceClient::with_interceptor(channel.clone(), InjectTraceContext)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let raw = tonic::client::Grpc::new(InterceptedService::new(channel, InjectTraceContext))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         metrics.set_backend_up(addr, true);
@@ -300,9 +308,30 @@ impl Backend {
         self.observe(method, left, fut, code_of).await
     }
 
-    /// Runs one call with an optional deadline; records its outcome (Milvus
+    /// Runs one call with an optional deadline in a `backend_call` span (the
+    /// trace context the backend receives); records its outcome (Milvus
     /// status code name, or `transport_error`), its latency and the node's health.
     async fn observe<T>(
+        &self,
+        method: &'static str,
+        timeout: Option<Duration>,
+        fut: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        code_of: impl Fn(&T) -> i32,
+    ) -> Result<T, BackendError> {
+        let span = tracing::info_span!(
+            "backend_call",
+            otel.name = %format!("backend/{method}"),
+            otel.kind = "client",
+            backend = %self.addr,
+            method,
+            outcome = tracing::field::Empty,
+        );
+        self.observe_in_span(method, timeout, fut, code_of)
+            .instrument(span)
+            .await
+    }
+
+    async fn observe_in_span<T>(
         &self,
         method: &'static str,
         timeout: Option<Duration>,
@@ -333,16 +362,15 @@ impl Backend {
                 }
                 self.record_success();
                 let reply = resp.into_inner();
-                self.metrics.observe_backend(
-                    &self.addr,
-                    method,
-                    outcome_name(code_of(&reply)),
-                    seconds,
-                );
+                let outcome = outcome_name(code_of(&reply));
+                tracing::Span::current().record("outcome", outcome);
+                self.metrics
+                    .observe_backend(&self.addr, method, outcome, seconds);
                 self.set_healthy(true);
                 Ok(reply)
             }
             Err(status) => {
+                tracing::Span::current().record("outcome", "transport_error");
                 self.metrics
                     .observe_backend(&self.addr, method, "transport_error", seconds);
                 if is_connectivity(&status) {

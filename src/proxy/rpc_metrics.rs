@@ -1,7 +1,10 @@
 //! Per-RPC telemetry as one tower layer around the proxy's gRPC server: every
 //! call, whatever path serves it, counts in `mishards_inflight_requests`, is
 //! timed in `mishards_request_duration_seconds` and counted in
-//! `mishards_requests_total{method,status}`.
+//! `mishards_requests_total{method,status}`; it runs in the request's root
+//! span (`rpc`: method, status, duration_ms; the search path fills in
+//! collection, nq, topk, files and nodes), which continues a client's W3C
+//! `traceparent`.
 //!
 //! The method is the last segment of the gRPC path. The status is the Milvus
 //! status code the handler put in the response extensions ([`reply`] does it
@@ -94,11 +97,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_name(request.uri().path()).to_string();
-        let span = tracing::debug_span!("rpc", %method);
+        let span = request_span(&method);
+        crate::trace::continue_remote(&span, request.headers());
         let metrics = self.metrics.clone();
         let inflight = metrics.inflight();
         let started = Instant::now();
-        let call = self.inner.call(request);
+        let call = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let result = call.await;
@@ -109,13 +113,39 @@ where
                         None => (UNKNOWN_METHOD, header_status(response)),
                     };
                     metrics.observe_request(method, status, seconds);
+                    let span = tracing::Span::current();
+                    span.record("status", status);
+                    if status != "SUCCESS" {
+                        span.record("otel.status_code", "ERROR");
+                    }
                 }
+                tracing::Span::current().record("duration_ms", seconds * 1e3);
                 drop(inflight);
                 result
             }
             .instrument(span),
         )
     }
+}
+
+/// The root span of one request. The search path records `collection`,
+/// `nq`, `topk`, `files` and `nodes` into it (see `proxy::search`).
+fn request_span(method: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        "rpc",
+        otel.name = %format!("{}{method}", &SERVICE_PREFIX[1..]),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        method = %method,
+        collection = Empty,
+        nq = Empty,
+        topk = Empty,
+        files = Empty,
+        nodes = Empty,
+        status = Empty,
+        duration_ms = Empty,
+    )
 }
 
 impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcMetrics<S> {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::join_all;
+use tracing::field::Empty;
 
 use super::cluster::Cluster;
 use super::forward::client_call;
@@ -27,6 +28,10 @@ impl Cluster {
     /// Search: plan, fan out, merge. Retries once on a fresh snapshot when a
     /// node reports a file that no longer exists (a merge retired it).
     pub async fn search(&self, p: SearchParam) -> MilvusResult<TopKQueryResult> {
+        let request_span = tracing::Span::current();
+        request_span.record("collection", p.collection_name.as_str());
+        request_span.record("nq", p.query_record_array.len());
+        request_span.record("topk", p.topk);
         validate::search_request(
             &p.collection_name,
             &p.partition_tag_array,
@@ -51,7 +56,7 @@ impl Cluster {
             if files.is_empty() {
                 return Ok(TopKHits::empty().into_wire());
             }
-            let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+            let plan = self.traced_plan(&files, &request_span)?;
             match self.fan_out(&plan, &p, metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
                     tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
@@ -83,9 +88,27 @@ impl Cluster {
             parts.extend(result?);
         }
         let started = Instant::now();
-        let merged = merge::merge(parts, search.topk as usize, metric.order());
+        let merge_span = tracing::info_span!("merge", parts = parts.len(), topk = search.topk);
+        let merged =
+            merge_span.in_scope(|| merge::merge(parts, search.topk as usize, metric.order()));
         self.metrics.observe_merge(started.elapsed().as_secs_f64());
         merged
+    }
+
+    /// `route::plan` over the healthy nodes in a `plan` span; the plan's size
+    /// (`files`, `nodes`) is recorded there and in the request span.
+    fn traced_plan(
+        &self,
+        files: &[(i64, i64)],
+        request_span: &tracing::Span,
+    ) -> MilvusResult<RoutePlan> {
+        let span = tracing::info_span!("plan", files = Empty, nodes = Empty);
+        let plan = span.in_scope(|| route::plan(&self.backends.ring, files, self.healthy()))?;
+        for span in [&span, request_span] {
+            span.record("files", plan.files);
+            span.record("nodes", plan.assignments.len());
+        }
+        Ok(plan)
     }
 
     pub(super) async fn search_node(
@@ -134,6 +157,10 @@ impl Cluster {
         let mut s = p
             .search_param
             .ok_or_else(|| MilvusError::illegal_argument("SearchInFiles needs a search_param"))?;
+        let request_span = tracing::Span::current();
+        request_span.record("collection", s.collection_name.as_str());
+        request_span.record("nq", s.query_record_array.len());
+        request_span.record("topk", s.topk);
         // Tags are not checked here: SearchInFiles ignores them.
         validate::search_request(&s.collection_name, &[], s.query_record_array.len(), s.topk)?;
         let params = validate::extra_params(&s.extra_params)?;
@@ -164,7 +191,7 @@ impl Cluster {
                 p.file_id_array, s.collection_name
             )));
         }
-        let plan = route::plan(&self.backends.ring, &files, self.healthy())?;
+        let plan = self.traced_plan(&files, &request_span)?;
         s.partition_tag_array.clear();
         self.fan_out(&plan, &s, metric)
             .await
