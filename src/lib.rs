@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod grpc;
 pub mod hybrid;
 pub mod merge;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use mishards::config::{check_config_file, Config, LogFormat};
 use mishards::node::{self, NodeOptions, Role};
+use mishards::proxy::reload::LogLevelSetter;
 use mishards::{demo, proxy};
 
 #[derive(Parser)]
@@ -77,16 +78,48 @@ enum NodeRole {
 }
 
 fn init_logging(level: &str, format: LogFormat) {
+    let _ = init_reloadable_logging(level, format);
+}
+
+/// Logging to stderr, with a setter that changes the filter later (for a
+/// reloaded `log.level`). `RUST_LOG`, when set, wins at start.
+fn init_reloadable_logging(level: &str, format: LogFormat) -> LogLevelSetter {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    fn setter<
+        F: Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync + 'static,
+    >(
+        reload: F,
+    ) -> LogLevelSetter {
+        Box::new(move |level: &str| {
+            let filter =
+                tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            reload(filter)
+        })
     }
+    match format {
+        LogFormat::Json => {
+            let builder = builder.json().with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            setter(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            setter(move |f| handle.reload(f).map_err(|e| e.to_string()))
+        }
+    }
+}
+
+/// SIGHUP deliveries (none on platforms without it).
+fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 async fn shutdown_signal() {
@@ -171,12 +204,27 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{}:\n  {}", path.display(), text.join("\n  "))
     })?;
-    init_logging(&config.log.level, config.log.format);
+    let log_level = init_reloadable_logging(&config.log.level, config.log.format);
     let grace = config.server.shutdown_grace;
-    let running = proxy::start(config).await?;
+    let options = proxy::StartOptions {
+        config_path: Some(path.clone()),
+        log_level: Some(log_level),
+    };
+    let running = proxy::start_with(config, options).await?;
     eprintln!("mishards proxy listening on {}", running.addr);
+    let reconfigurer = running.reconfigurer.clone();
+    let reload_on_hangup = tokio::spawn(async move {
+        let Some(mut hangups) = hangup_signals() else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reconfigurer.reload_file();
+        }
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
+    reload_on_hangup.abort();
     running.stop(grace).await
 }
 

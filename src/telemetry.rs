@@ -53,6 +53,8 @@ pub struct Metrics {
     topology_age: Gauge<f64, AtomicU64>,
     backend_up: Family<Labels<1>, Gauge>,
     inflight_requests: Gauge,
+    /// Availability and reload series (health, live reconfiguration).
+    pub ops: OpsMetrics,
 }
 
 impl Metrics {
@@ -141,7 +143,9 @@ impl Metrics {
             Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
         );
 
+        let ops = OpsMetrics::register(&mut registry);
         Arc::new(Metrics {
+            ops,
             registry,
             requests,
             request_duration,
@@ -222,6 +226,11 @@ impl Metrics {
             .set(i64::from(up));
     }
 
+    /// Drops the series of a backend removed by a reload (it is not down, it is gone).
+    pub fn forget_backend(&self, backend: &str) {
+        self.backend_up.remove(&[("backend", backend.to_string())]);
+    }
+
     /// Counts one in-flight RPC until the guard is dropped.
     pub fn inflight(&self) -> InflightGuard {
         self.inflight_requests.inc();
@@ -254,9 +263,60 @@ impl Drop for InflightGuard {
     }
 }
 
+/// The series of the operating features: what the proxy can serve right
+/// now, and how configuration reloads went.
+#[derive(Clone, Default)]
+pub struct OpsMetrics {
+    write_available: Gauge,
+    read_available: Gauge,
+    config_reloads: Family<Labels<1>, Counter>,
+}
+
+impl OpsMetrics {
+    fn register(registry: &mut Registry) -> OpsMetrics {
+        let ops = OpsMetrics::default();
+        registry.register(
+            "mishards_write_available",
+            "1 if the writable node answers, else 0",
+            ops.write_available.clone(),
+        );
+        registry.register(
+            "mishards_read_available",
+            "1 if searches can be served (a snapshot and a read node are up), else 0",
+            ops.read_available.clone(),
+        );
+        registry.register(
+            "mishards_config_reloads",
+            "Configuration reloads by result (applied, rejected)",
+            ops.config_reloads.clone(),
+        );
+        ops
+    }
+
+    pub fn set_available(&self, read: bool, write: bool) {
+        self.read_available.set(i64::from(read));
+        self.write_available.set(i64::from(write));
+    }
+
+    /// One reload attempt: `result` is "applied" or "rejected".
+    pub fn count_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&[("result", result.to_string())])
+            .inc();
+    }
+}
+
 struct EndpointState {
     metrics: Arc<Metrics>,
-    ready: Box<dyn Fn() -> bool + Send + Sync>,
+    ready: Box<dyn Fn() -> Readiness + Send + Sync>,
+}
+
+/// The answer of `/readyz`: the status (200 or 503) and a body saying why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A JSON document (or short text) describing the state.
+    pub body: String,
 }
 
 async fn metrics_handler(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
@@ -270,12 +330,14 @@ async fn livez_handler() -> &'static str {
     "ok"
 }
 
-async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode, &'static str) {
-    if (state.ready)() {
-        (StatusCode::OK, "ready")
+async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode, String) {
+    let readiness = (state.ready)();
+    let code = if readiness.ready {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, readiness.body)
 }
 
 /// Serves GET /metrics (OpenMetrics text), GET /livez (200 "ok") and GET
@@ -288,6 +350,26 @@ pub async fn serve_metrics(
     ready: impl Fn() -> bool + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let readiness = move || {
+        let ready = ready();
+        let body = if ready { "ready" } else { "not ready" };
+        Readiness {
+            ready,
+            body: body.to_string(),
+        }
+    };
+    serve_http(addr, metrics, readiness, Router::new(), shutdown).await
+}
+
+/// [`serve_metrics`] with a `/readyz` body from `ready` and the routes of
+/// `extra` (the admin endpoints) merged in.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: impl Fn() -> Readiness + Send + Sync + 'static,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let state = Arc::new(EndpointState {
@@ -298,7 +380,8 @@ pub async fn serve_metrics(
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(livez_handler))
         .route("/readyz", get(readyz_handler))
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)

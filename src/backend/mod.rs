@@ -1,7 +1,11 @@
 //! The Milvus nodes behind the proxy: one gRPC client per configured node,
 //! every call timed and counted per backend, and a health view fed by call
 //! outcomes and a periodic `Cmd("status")` probe. Failed reads can move to
-//! another node; writes are never retried.
+//! another node; writes are never retried. `live` makes the set of nodes
+//! replaceable at run time; `stats` keeps the per-node admin counters.
+
+pub mod live;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,6 +63,8 @@ pub struct Backend {
     raw: tonic::client::Grpc<Channel>,
     healthy: AtomicBool,
     metrics: Arc<Metrics>,
+    /// In-flight, calls, errors and recent latencies, for `conn_stats`.
+    pub stats: stats::CallStats,
 }
 
 impl Backend {
@@ -76,6 +82,7 @@ impl Backend {
             raw,
             healthy: AtomicBool::new(true),
             metrics,
+            stats: stats::CallStats::default(),
         })
     }
 
@@ -149,6 +156,7 @@ impl Backend {
         code_of: impl Fn(&T) -> i32,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
+        let _inflight = self.stats.begin();
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -160,6 +168,7 @@ impl Backend {
             None => fut.await,
         };
         let seconds = started.elapsed().as_secs_f64();
+        self.stats.finish(result.is_ok(), seconds);
         match result {
             Ok(resp) => {
                 let reply = resp.into_inner();

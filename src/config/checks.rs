@@ -109,6 +109,7 @@ impl Config {
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
         }
+        errors.extend(super::operations::check_discovery(&self.discovery));
         errors
     }
 }

@@ -32,6 +32,7 @@ mod byte_size;
 mod checks;
 mod env;
 mod mishards_python;
+mod operations;
 mod settings;
 mod source;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use byte_size::{parse_byte_size, ByteSize};
 pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
 pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
+pub use operations::{DiscoveryConfig, DiscoveryMode, ReloadConfig};
 pub use settings::{
     BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig, ServerConfig,
     TopologyConfig, DEFAULT_MILVUS_PORT,
@@ -164,6 +166,8 @@ impl Config {
             backends: parts.parse("backends"),
             topology: parts.parse("topology"),
             log: parts.parse("log"),
+            reload: parts.parse("reload"),
+            discovery: parts.parse("discovery"),
         };
 
         for error in config.validate() {

@@ -9,8 +9,16 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 6] =
-    ["server", "metrics", "meta", "backends", "topology", "log"];
+pub(super) const SECTION_NAMES: [&str; 8] = [
+    "server",
+    "metrics",
+    "meta",
+    "backends",
+    "topology",
+    "log",
+    "reload",
+    "discovery",
+];
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

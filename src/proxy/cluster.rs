@@ -10,7 +10,9 @@ use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
 use crate::topology::{CollectionView, Topology};
 
-/// State shared by every request of the proxy.
+/// State shared by every request of the proxy. A request works on its own
+/// clone, which holds the backends in effect when it started.
+#[derive(Clone)]
 pub struct Cluster {
     pub(super) backends: Arc<Backends>,
     pub(super) topology: Arc<Topology>,

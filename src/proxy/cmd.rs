@@ -1,5 +1,5 @@
 //! `Cmd`: the commands the proxy answers itself (`status`, `route
-//! <collection>`, which explains a search's plan), `version` from the first
+//! <collection>`, which explains a search's plan, `conn_stats`, per-backend state), `version` from the first
 //! node that answers, and every other command forwarded to the writable node.
 
 use super::cluster::Cluster;
@@ -18,6 +18,8 @@ enum ProxyCommand<'a> {
     Route(&'a str),
     /// `version`: the cluster's Milvus version.
     Version,
+    /// `conn_stats`: per-backend state and counters as JSON.
+    ConnStats,
     /// Anything else: for the writable node.
     Forward,
 }
@@ -38,6 +40,9 @@ fn parse(cmd: &str) -> MilvusResult<ProxyCommand<'_>> {
     if text == "version" {
         return Ok(ProxyCommand::Version);
     }
+    if text == "conn_stats" {
+        return Ok(ProxyCommand::ConnStats);
+    }
     Ok(ProxyCommand::Forward)
 }
 
@@ -54,6 +59,9 @@ impl Cluster {
             ProxyCommand::Status => Ok(text_reply("OK".into())),
             ProxyCommand::Route(name) => Ok(text_reply(self.explain_route(name).await?)),
             ProxyCommand::Version => self.version(cmd).await,
+            ProxyCommand::ConnStats => Ok(text_reply(
+                super::admin::conn_stats(&self.backends, &self.topology.current()).to_string(),
+            )),
             ProxyCommand::Forward => {
                 self.to_writer("Cmd", Command { cmd }, client_call!(cmd))
                     .await
@@ -131,6 +139,7 @@ mod tests {
             parse(" route  ").unwrap_err().code,
             ErrorCode::IllegalArgument
         );
+        assert_eq!(parse("conn_stats").unwrap(), ProxyCommand::ConnStats);
         assert_eq!(parse("mode").unwrap(), ProxyCommand::Forward);
         assert_eq!(parse("statuses").unwrap(), ProxyCommand::Forward);
     }

@@ -7,19 +7,25 @@
 //! A search is planned in `route`, then fanned out and merged in `search`;
 //! writes, admin calls and reads go through `forward` (with
 //! `meta_from_snapshot` when the writer is down); `cmd` answers `Cmd`.
-//! `cluster` is the state they share.
+//! `cluster` is the state they share. `health` says what can be served
+//! (gRPC health, `/readyz`), `reload` applies configuration changes live,
+//! `admin` answers `conn_stats` and the `/admin/...` endpoints.
 
+pub mod admin;
 mod cluster;
 mod cmd;
 mod forward;
+pub mod health;
 pub mod meta_from_snapshot;
 pub mod raw_insert;
+pub mod reload;
 pub mod route;
 pub mod rpc_metrics;
 mod search;
 pub mod service;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,9 +35,12 @@ use tokio::task::JoinHandle;
 
 use tower::Layer;
 
+use self::health::Health;
 use self::raw_insert::{InsertPassthrough, RawInsert};
+use self::reload::{LogLevelSetter, Reconfigurer};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
+use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::meta::{MetaStore, MetaUri};
@@ -42,11 +51,26 @@ use crate::wire::milvus_service_server::MilvusServiceServer;
 /// How often every backend is probed with `Cmd("status")`.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
+/// How often the availability is published to the gRPC health service and gauges.
+const HEALTH_PUBLISH_PERIOD: Duration = Duration::from_millis(500);
+
+/// What `start_with` needs beyond the configuration, for live reconfiguration.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The file to re-read on SIGHUP and when it changes.
+    pub config_path: Option<PathBuf>,
+    /// Changes the log filter when `log.level` is reloaded.
+    pub log_level: Option<LogLevelSetter>,
+}
+
 /// A proxy serving in the background.
 pub struct RunningProxy {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub reconfigurer: Arc<Reconfigurer>,
+    drain_delay: Duration,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     metrics_server: JoinHandle<()>,
@@ -54,8 +78,15 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    /// Stops accepting and waits (up to the grace period) for in-flight calls.
+    /// Drains: health NOT_SERVING at once, calls still accepted for
+    /// `server.drain_delay`; then stops accepting and waits (up to the grace
+    /// period) for in-flight calls.
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        self.health.start_drain().await;
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "health NOT_SERVING; draining before the listener closes");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.shutdown.send(true);
         for task in &self.background {
             task.abort();
@@ -76,6 +107,11 @@ impl RunningProxy {
 
 /// Connects to the metadata database, takes a first snapshot, and serves.
 pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`], with the file to reload and the log filter handle.
+pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result<RunningProxy> {
     let errors = config.validate();
     if !errors.is_empty() {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -96,14 +132,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         // Serve anyway: searches report the metadata error until it recovers.
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
     }
-    let backends = Arc::new(Backends::new(&config, metrics.clone())?);
-    let service = ProxyService::new(
-        backends.clone(),
-        topology.clone(),
+    let live = LiveBackends::new(Backends::new(&config, metrics.clone())?, metrics.clone());
+    let reconfigurer = Reconfigurer::new(
+        options.config_path,
+        config.clone(),
+        live.clone(),
         metrics.clone(),
-        config.backends.request_deadline(),
-        config.backends.search_deadline(),
+        options.log_level,
     );
+    let new_service = || {
+        ProxyService::with_live(
+            live.clone(),
+            topology.clone(),
+            metrics.clone(),
+            config.backends.request_deadline(),
+            config.backends.search_deadline(),
+        )
+    };
+    let service = new_service();
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    let health = Health::new(live.clone(), topology.clone(), metrics.clone(), reporter);
+    health.publish().await;
 
     let listen: SocketAddr = resolve(&config.server.listen).await?;
     let (listener, addr) = crate::grpc::bind(listen)
@@ -112,13 +161,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
-    let raw_insert = RawInsert::new(
-        backends.writable.clone(),
-        config.backends.request_deadline(),
-    );
+    let raw_insert = RawInsert::live(live.clone(), config.backends.request_deadline());
     let routes = grpc_routes(service, raw_insert, metrics.clone(), max);
     let server = tokio::spawn(async move {
-        crate::grpc::serve_routes(listener, routes, async move {
+        crate::grpc::serve_routes_with_health(listener, routes, health_server, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         })
         .await
@@ -126,18 +172,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     });
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
-    let ready_backends = backends.clone();
-    let ready_topology = topology.clone();
+    let ready_health = health.clone();
+    let admin = admin::router(Arc::new(admin::AdminState {
+        service: new_service(),
+        reconfigurer: reconfigurer.clone(),
+    }));
     let mut metrics_stop = stop_rx;
-    let (metrics_addr, metrics_server) = telemetry::serve_metrics(
+    let (metrics_addr, metrics_server) = telemetry::serve_http(
         metrics_listen,
         metrics.clone(),
-        move || {
-            ready_backends.writable.is_healthy()
-                && ready_topology.current().is_loaded()
-                && (ready_backends.readonly.is_empty()
-                    || ready_backends.readonly.iter().any(|b| b.is_healthy()))
-        },
+        move || ready_health.readiness(),
+        admin,
         async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
         },
@@ -145,10 +190,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     .await
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
 
-    let background = vec![
-        topology.spawn_refresher(config.topology.refresh_interval),
-        backends.spawn_health_checks(HEALTH_CHECK_PERIOD),
+    let mut background = vec![
+        spawn_refresher(
+            topology.clone(),
+            metrics.clone(),
+            reconfigurer.refresh_interval(),
+        ),
+        live.spawn_health_checks(HEALTH_CHECK_PERIOD),
+        health.spawn_publisher(HEALTH_PUBLISH_PERIOD),
     ];
+    background.extend(reconfigurer.spawn_watch(config.reload.watch_interval));
+    background.extend(crate::discovery::spawn(
+        &config.discovery,
+        reconfigurer.clone(),
+    )?);
     tracing::info!(
         %addr,
         %metrics_addr,
@@ -160,6 +215,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         addr,
         metrics_addr,
         metrics,
+        health,
+        reconfigurer,
+        drain_delay: config.server.drain_delay,
         shutdown,
         server,
         metrics_server,
@@ -181,6 +239,33 @@ pub fn grpc_routes(
         raw_insert,
         max_message_size,
     ))
+}
+
+/// Refreshes the topology snapshot every `period`, following reloads of
+/// `topology.refresh_interval`.
+fn spawn_refresher(
+    topology: Arc<Topology>,
+    metrics: Arc<Metrics>,
+    mut period: watch::Receiver<Duration>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let wait = (*period.borrow_and_update()).max(Duration::from_millis(10));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = period.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let _ = topology.refresh().await;
+            if let Some(age) = topology.age() {
+                metrics.set_topology_age(age.as_secs_f64());
+            }
+        }
+    })
 }
 
 /// Resolves "host:port" (a name or an IP) to one socket address.

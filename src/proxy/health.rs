@@ -1,0 +1,214 @@
+//! What the proxy can serve right now, and where it says so: the gRPC
+//! health service (`grpc.health.v1.Health` on the Milvus port, entries "",
+//! `mishards.read` and `mishards.write`), `/readyz` and the
+//! `mishards_{read,write}_available` gauges, all from one rule
+//! ([`availability`]): the proxy is ready while it can serve searches; a
+//! writable node that is down makes it degraded (read-only), not unready.
+//! At the start of a shutdown drain every entry turns NOT_SERVING.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::backend::live::LiveBackends;
+use crate::telemetry::{Metrics, Readiness};
+use crate::topology::Topology;
+
+/// The health entry of searches and other reads.
+pub const READ_SERVICE: &str = "mishards.read";
+/// The health entry of writes and admin calls (the writable node).
+pub const WRITE_SERVICE: &str = "mishards.write";
+
+/// The serving state of the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Availability {
+    /// Searches can be served: a topology snapshot exists and a read path is up.
+    pub read: bool,
+    /// Writes can be served: the writable node answers.
+    pub write: bool,
+    /// A shutdown drain has started.
+    pub draining: bool,
+}
+
+/// The rule: reads need a snapshot and a read path (a healthy read-only
+/// node, or the writable node when no read-only node is configured);
+/// writes need the writable node; nothing is served once draining.
+pub fn availability(
+    snapshot_loaded: bool,
+    writer_up: bool,
+    readonly_up: &[bool],
+    draining: bool,
+) -> Availability {
+    let read_path = if readonly_up.is_empty() {
+        writer_up
+    } else {
+        readonly_up.iter().any(|up| *up)
+    };
+    Availability {
+        read: !draining && snapshot_loaded && read_path,
+        write: !draining && writer_up,
+        draining,
+    }
+}
+
+impl Availability {
+    /// The overall entry and `/readyz`: ready while reads can be served.
+    pub fn ready(&self) -> bool {
+        self.read
+    }
+
+    /// "ok", "degraded" (read-only), "draining" or "unavailable".
+    pub fn state(&self) -> &'static str {
+        match (self.draining, self.read, self.write) {
+            (true, _, _) => "draining",
+            (false, true, true) => "ok",
+            (false, true, false) => "degraded",
+            (false, false, _) => "unavailable",
+        }
+    }
+
+    /// The `/readyz` body: `{"state":"degraded","read":"SERVING","write":"NOT_SERVING"}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({
+            "state": self.state(),
+            "read": status_name(self.read),
+            "write": status_name(self.write),
+        })
+        .to_string()
+    }
+}
+
+fn status_name(up: bool) -> &'static str {
+    if up {
+        "SERVING"
+    } else {
+        "NOT_SERVING"
+    }
+}
+
+fn serving(up: bool) -> ServingStatus {
+    if up {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+/// Computes the availability and publishes it to the gRPC health service and the gauges.
+pub struct Health {
+    live: Arc<LiveBackends>,
+    topology: Arc<Topology>,
+    metrics: Arc<Metrics>,
+    reporter: HealthReporter,
+    draining: AtomicBool,
+}
+
+impl Health {
+    pub fn new(
+        live: Arc<LiveBackends>,
+        topology: Arc<Topology>,
+        metrics: Arc<Metrics>,
+        reporter: HealthReporter,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            live,
+            topology,
+            metrics,
+            reporter,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    pub fn current(&self) -> Availability {
+        let backends = self.live.load();
+        let readonly_up: Vec<bool> = backends.readonly.iter().map(|b| b.is_healthy()).collect();
+        availability(
+            self.topology.current().is_loaded(),
+            backends.writable.is_healthy(),
+            &readonly_up,
+            self.draining.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let now = self.current();
+        Readiness {
+            ready: now.ready(),
+            body: now.body(),
+        }
+    }
+
+    /// Sets the three health entries and the gauges to the current state.
+    pub async fn publish(&self) {
+        let now = self.current();
+        self.metrics.ops.set_available(now.read, now.write);
+        self.reporter
+            .set_service_status("", serving(now.ready()))
+            .await;
+        self.reporter
+            .set_service_status(READ_SERVICE, serving(now.read))
+            .await;
+        self.reporter
+            .set_service_status(WRITE_SERVICE, serving(now.write))
+            .await;
+    }
+
+    /// Starts the shutdown drain: every entry NOT_SERVING from now on.
+    pub async fn start_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.publish().await;
+    }
+
+    /// Publishes the state every `period` until aborted.
+    pub fn spawn_publisher(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                me.publish().await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_down_is_degraded_not_unready() {
+        let a = availability(true, false, &[true, false], false);
+        assert!(a.ready() && a.read && !a.write);
+        assert_eq!(a.state(), "degraded");
+        assert_eq!(
+            a.body(),
+            r#"{"read":"SERVING","state":"degraded","write":"NOT_SERVING"}"#
+        );
+    }
+
+    #[test]
+    fn reads_need_a_snapshot_and_a_read_path() {
+        assert_eq!(availability(true, true, &[true], false).state(), "ok");
+        // No snapshot yet: nothing to plan searches with.
+        assert!(!availability(false, true, &[true], false).ready());
+        // Every read-only node down: searches cannot be served even with the writer up.
+        let all_ro_down = availability(true, true, &[false, false], false);
+        assert!(!all_ro_down.ready() && all_ro_down.write);
+        assert_eq!(all_ro_down.state(), "unavailable");
+        // Without read-only nodes the writer serves reads.
+        assert!(availability(true, true, &[], false).ready());
+        assert!(!availability(true, false, &[], false).ready());
+    }
+
+    #[test]
+    fn draining_serves_nothing() {
+        let a = availability(true, true, &[true], true);
+        assert!(!a.read && !a.write && !a.ready());
+        assert_eq!(a.state(), "draining");
+    }
+}
