@@ -59,9 +59,15 @@ impl Cluster {
             ProxyCommand::Status => Ok(text_reply("OK".into())),
             ProxyCommand::Route(name) => Ok(text_reply(self.explain_route(name).await?)),
             ProxyCommand::Version => self.version(cmd).await,
-            ProxyCommand::ConnStats => Ok(text_reply(
-                super::admin::conn_stats(&self.backends, &self.topology.current()).to_string(),
-            )),
+            ProxyCommand::ConnStats => {
+                // Files owned are counted on a snapshot as fresh as a search's.
+                let snapshot = match self.topology.fresh().await {
+                    Ok(snapshot) => snapshot,
+                    Err(_) => self.topology.current(),
+                };
+                let stats = super::admin::conn_stats(&self.backends, &snapshot);
+                Ok(text_reply(stats.to_string()))
+            }
             ProxyCommand::Forward => {
                 self.to_writer("Cmd", Command { cmd }, client_call!(cmd))
                     .await
