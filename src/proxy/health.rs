@@ -104,6 +104,8 @@ pub struct Health {
     metrics: Arc<Metrics>,
     reporter: HealthReporter,
     draining: AtomicBool,
+    /// What was last published: health watchers hear of changes only.
+    published: tokio::sync::Mutex<Option<Availability>>,
 }
 
 impl Health {
@@ -119,6 +121,7 @@ impl Health {
             metrics,
             reporter,
             draining: AtomicBool::new(false),
+            published: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -141,10 +144,24 @@ impl Health {
         }
     }
 
-    /// Sets the three health entries and the gauges to the current state.
+    /// Sets the three health entries and the gauges to the current state
+    /// (the entries only when it changed: each set wakes every Watch stream).
     pub async fn publish(&self) {
+        let mut published = self.published.lock().await;
         let now = self.current();
         self.metrics.ops.set_available(now.read, now.write);
+        if *published == Some(now) {
+            return;
+        }
+        if published.is_some() {
+            tracing::info!(
+                state = now.state(),
+                read = now.read,
+                write = now.write,
+                "serving state changed"
+            );
+        }
+        *published = Some(now);
         self.reporter
             .set_service_status("", serving(now.ready()))
             .await;
