@@ -270,20 +270,27 @@ async fn config_changes_under_search_load_fail_no_request() {
     config.backends.readonly = readers.clone();
     write_config(&path, &config);
     let third = readers[2].clone();
+    wait_until("the third node owns files", Duration::from_secs(30), || {
+        let third = third.clone();
+        async move {
+            let (_, body) = http_get(http, "/admin/conn_stats").await;
+            let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+            stats["backends"].as_array().unwrap().iter().any(|b| {
+                b["address"] == third.as_str() && b["files_owned"].as_u64().unwrap_or(0) > 0
+            })
+        }
+    })
+    .await;
+    // Searches (not only health probes) reach it.
+    let searched = format!(
+        r#"mishards_backend_requests_total{{backend="{third}",method="SearchInFiles",outcome="ok"}}"#
+    );
     wait_until(
         "the third node receives searches",
         Duration::from_secs(30),
         || {
-            let third = third.clone();
-            async move {
-                let (_, body) = http_get(http, "/admin/conn_stats").await;
-                let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
-                stats["backends"].as_array().unwrap().iter().any(|b| {
-                    b["address"] == third.as_str()
-                        && b["files_owned"].as_u64().unwrap_or(0) > 0
-                        && b["calls"].as_u64().unwrap_or(0) > 0
-                })
-            }
+            let searched = searched.clone();
+            async move { metric(http, &searched).await.unwrap_or(0.0) > 0.0 }
         },
     )
     .await;

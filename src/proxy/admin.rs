@@ -105,10 +105,16 @@ async fn route_handler(
     cmd(&state, format!("route {collection}")).await
 }
 
-async fn config_handler(State(state): State<Arc<AdminState>>) -> axum::response::Response {
-    let mut config = state.reconfigurer.effective();
+/// The configuration as TOML with the metadata password redacted.
+pub fn effective_config_text(
+    mut config: crate::config::Config,
+) -> Result<String, toml::ser::Error> {
     config.meta.uri = crate::meta::redacted(&config.meta.uri);
-    match toml::to_string(&config) {
+    toml::to_string(&config)
+}
+
+async fn config_handler(State(state): State<Arc<AdminState>>) -> axum::response::Response {
+    match effective_config_text(state.reconfigurer.effective()) {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -116,5 +122,21 @@ async fn config_handler(State(state): State<Arc<AdminState>>) -> axum::response:
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_effective_config_hides_the_metadata_password() {
+        let mut config = crate::config::Config::default();
+        config.meta.uri = "mysql://root:s3cret@db:3306/milvus".into();
+        let text = effective_config_text(config).unwrap();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("db:3306/milvus"), "{text}");
+        assert!(text.contains("[discovery]"), "{text}");
     }
 }
