@@ -365,6 +365,7 @@ async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
     let mut config = cluster.proxy.as_ref().unwrap().reconfigurer.effective();
     config.server.listen = grpc_port.to_string();
     config.server.drain_delay = Duration::from_secs(3);
+    config.server.shutdown_grace = Duration::from_secs(20);
     config.reload.watch_interval = Duration::ZERO; // SIGHUP only
     write_config(&path, &config);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mishards"))
@@ -420,7 +421,29 @@ async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
         Some(ServingStatus::Serving)
     );
 
+    // A Watch stream opened before SIGTERM hears NOT_SERVING, then ends.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watched = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Some(reply)) = watch.message().await {
+            seen.push(ServingStatus::try_from(reply.status).unwrap());
+        }
+        seen
+    });
+
     kill("-TERM");
+    let sigterm_at = Instant::now();
     wait_until(
         "NOT_SERVING during the drain",
         Duration::from_secs(3),
@@ -443,5 +466,21 @@ async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}\n{}", log.lock().unwrap());
+    // The open Watch stream did not hold the exit for the 20s shutdown grace.
+    assert!(
+        sigterm_at.elapsed() < Duration::from_secs(15),
+        "exit took {:?}",
+        sigterm_at.elapsed()
+    );
+    let seen = tokio::time::timeout(Duration::from_secs(10), watched)
+        .await
+        .expect("the Watch stream ended")
+        .unwrap();
+    assert_eq!(
+        seen.first().copied(),
+        Some(ServingStatus::Serving),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&ServingStatus::NotServing), "{seen:?}");
     cluster.stop().await;
 }

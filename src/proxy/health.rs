@@ -4,7 +4,8 @@
 //! `mishards_{read,write}_available` gauges, all from one rule
 //! ([`availability`]): the proxy is ready while it can serve searches; a
 //! writable node that is down makes it degraded (read-only), not unready.
-//! At the start of a shutdown drain every entry turns NOT_SERVING.
+//! At the start of a shutdown drain every entry turns NOT_SERVING; when the
+//! listener closes, Watch streams end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -177,6 +178,15 @@ impl Health {
     pub async fn start_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.publish().await;
+    }
+
+    /// Ends every health Watch stream (after telling it NOT_SERVING), so
+    /// they do not hold the graceful shutdown open for the whole grace period.
+    pub async fn end_watches(&self) {
+        let mut reporter = self.reporter.clone();
+        for service in ["", READ_SERVICE, WRITE_SERVICE] {
+            reporter.clear_service_status(service).await;
+        }
     }
 
     /// Publishes the state every `period` until aborted.

@@ -87,10 +87,11 @@ impl RunningProxy {
             tracing::info!(delay = ?self.drain_delay, "health NOT_SERVING; draining before the listener closes");
             tokio::time::sleep(self.drain_delay).await;
         }
-        let _ = self.shutdown.send(true);
         for task in &self.background {
             task.abort();
         }
+        self.health.end_watches().await;
+        let _ = self.shutdown.send(true);
         let result = match tokio::time::timeout(grace, self.server).await {
             Ok(joined) => joined.context("proxy server task")?,
             Err(_) => {
