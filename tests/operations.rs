@@ -201,6 +201,8 @@ async fn config_changes_under_search_load_fail_no_request() {
     let mut source = VectorSource::new(9);
     let mut collection = cluster.collection("reload", 8, L2).await;
     let rows = Arc::new(collection.fill(&mut source, 24, 10).await);
+    // Inserts of the writer check go here, away from the searched collection.
+    let _ = cluster.collection("reload_writes", 8, L2).await;
     let readers: Vec<String> = cluster
         .reader_addrs()
         .iter()
@@ -310,6 +312,48 @@ async fn config_changes_under_search_load_fail_no_request() {
     .await;
     searches_before(20).await;
 
+    // A new writable address takes effect for new writes: pointed at a
+    // read-only node, an insert through the proxy is refused by that node;
+    // pointed back, accepted.
+    let writer = config.backends.writable.clone();
+    config.backends.writable = readers[1].clone();
+    write_config(&path, &config);
+    wait_until(
+        "the new writable address applies",
+        Duration::from_secs(30),
+        || async { proxy.reconfigurer.effective().backends.writable == readers[1] },
+    )
+    .await;
+    let mut writes = client_of(proxy.addr);
+    let insert = |vectors: &[Vector]| mishards::wire::InsertParam {
+        collection_name: "reload_writes".into(),
+        row_record_array: vectors.iter().map(Vector::record).collect(),
+        ..Default::default()
+    };
+    let refused = writes
+        .insert(insert(&source.floats(1, 8)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code_of(&refused.status),
+        mishards::wire::ErrorCode::PermissionDenied as i32,
+        "{refused:?}"
+    );
+    config.backends.writable = writer;
+    write_config(&path, &config);
+    wait_until("the writer is back", Duration::from_secs(30), || async {
+        proxy.reconfigurer.effective().backends.writable == config.backends.writable
+    })
+    .await;
+    let accepted = writes
+        .insert(insert(&source.floats(1, 8)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(code_of(&accepted.status), 0, "{accepted:?}");
+    searches_before(20).await;
+
     // An invalid file is rejected; the config in effect stays.
     std::fs::write(&path, "[backends]\nreadonly = [\"no port here\"]\n").unwrap();
     wait_until(
@@ -345,7 +389,7 @@ async fn config_changes_under_search_load_fail_no_request() {
         0,
         "searches failed during reloads"
     );
-    assert_eq!(applied, Some(2.0));
+    assert_eq!(applied, Some(4.0));
     proxy.stop(Duration::from_secs(5)).await.unwrap();
     cluster.stop().await;
 }
