@@ -117,9 +117,22 @@ fn init_reloadable_logging(level: &str, format: LogFormat) -> LogLevelSetter {
     }
 }
 
-/// SIGHUP deliveries (none on platforms without it).
-fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+/// Reloads the configuration file on every SIGHUP (on Unix; elsewhere the
+/// file watch alone reloads).
+async fn reload_on_hangups(reconfigurer: std::sync::Arc<proxy::reload::Reconfigurer>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reconfigurer.reload_file();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reconfigurer;
 }
 
 async fn shutdown_signal() {
@@ -212,16 +225,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     };
     let running = proxy::start_with(config, options).await?;
     eprintln!("mishards proxy listening on {}", running.addr);
-    let reconfigurer = running.reconfigurer.clone();
-    let reload_on_hangup = tokio::spawn(async move {
-        let Some(mut hangups) = hangup_signals() else {
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the configuration");
-            let _ = reconfigurer.reload_file();
-        }
-    });
+    let reload_on_hangup = tokio::spawn(reload_on_hangups(running.reconfigurer.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     reload_on_hangup.abort();

@@ -395,7 +395,8 @@ async fn config_changes_under_search_load_fail_no_request() {
 }
 
 /// A real `mishards serve`: SIGHUP with an invalid file is rejected and
-/// logged; SIGTERM turns the health NOT_SERVING while calls are still
+/// logged; SIGHUP with log.level raised from error to info applies it;
+/// SIGTERM turns the health NOT_SERVING while calls are still
 /// accepted (drain_delay), then the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
@@ -411,6 +412,7 @@ async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
     config.server.drain_delay = Duration::from_secs(3);
     config.server.shutdown_grace = Duration::from_secs(20);
     config.reload.watch_interval = Duration::ZERO; // SIGHUP only
+    config.log.level = "error".into(); // info lines appear only once a reload sets "info"
     write_config(&path, &config);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mishards"))
         .args(["serve", "--config"])
@@ -464,6 +466,20 @@ async fn serve_process_rejects_a_bad_reload_and_drains_on_sigterm() {
         health_of(addr, "mishards.write").await,
         Some(ServingStatus::Serving)
     );
+    assert!(
+        !log.lock().unwrap().contains("SIGHUP: reloading"),
+        "an info line at level error"
+    );
+
+    // A valid file setting log.level = "info": the level changes live.
+    config.log.level = "info".into();
+    write_config(&path, &config);
+    kill("-HUP");
+    wait_until("the new log level applies", Duration::from_secs(20), || {
+        let log = log.clone();
+        async move { log.lock().unwrap().contains("configuration reloaded") }
+    })
+    .await;
 
     // A Watch stream opened before SIGTERM hears NOT_SERVING, then ends.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
