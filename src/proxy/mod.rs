@@ -277,3 +277,37 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .next()
         .with_context(|| format!("{addr} resolves to no address"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A reloaded `topology.refresh_interval` takes effect without a restart.
+    #[tokio::test]
+    async fn the_refresher_follows_a_new_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}/m.sqlite", dir.path().display());
+        let meta = MetaStore::connect(&MetaUri::parse(&uri, None).unwrap(), 2)
+            .await
+            .unwrap();
+        let metrics = Metrics::new();
+        let topology = Arc::new(Topology::new(meta, metrics.clone()));
+        topology.refresh().await.unwrap();
+        let (period, rx) = watch::channel(Duration::from_secs(3600));
+        let task = spawn_refresher(topology.clone(), metrics, rx);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(topology.age().unwrap() >= Duration::from_millis(300));
+
+        period.send_replace(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        while topology.age().unwrap() >= Duration::from_millis(200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no refresh after the interval changed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+    }
+}
