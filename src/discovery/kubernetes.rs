@@ -204,7 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_ready_endpoints_with_the_port_count() {
+    fn endpoint_slices_give_only_ready_endpoints_with_the_port() {
         let list: EndpointSliceList = serde_json::from_value(serde_json::json!({
             "items": [
                 {"ports": [{"name": "grpc", "port": 19530}, {"name": "metrics", "port": 9091}],
