@@ -120,6 +120,74 @@ where
         .await
 }
 
+/// [`serve_routes`] plus the gRPC health service (`grpc.health.v1.Health`) on the same port.
+pub async fn serve_routes_with_health<Svc, H>(
+    listener: TcpListener,
+    svc: Svc,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    Svc: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Svc::Future: Send + 'static,
+    H: tonic_health::pb::health_server::Health,
+{
+    serve_routes_with_health_incoming(
+        TcpIncoming::from(listener).with_nodelay(Some(true)),
+        svc,
+        health,
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve_routes_with_health`] over any stream of accepted connections (TLS ones).
+pub async fn serve_routes_with_health_incoming<Svc, H, I, IO, IE>(
+    incoming: I,
+    svc: Svc,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error>
+where
+    Svc: tonic::codegen::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Svc::Future: Send + 'static,
+    H: tonic_health::pb::health_server::Health,
+    I: futures::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Server::builder()
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .add_service(svc)
+        .add_service(health)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
 /// A lazily connecting channel to `addr` ("host:port").
 pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?

@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod error_text;
 pub mod grpc;
 pub mod hybrid;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use mishards::config::{check_config_file, Config, LogFormat};
 use mishards::node::{self, NodeOptions, Role};
+use mishards::proxy::reload::LogLevelSetter;
 use mishards::{demo, proxy};
 
 #[derive(Parser)]
@@ -95,8 +96,10 @@ impl Drop for TelemetryGuard {
 }
 
 /// Logs to stderr (text or JSON, both carrying the request spans) and, with
-/// the `otel` feature and the `OTEL_*` variables set, exports the spans over OTLP.
-fn init_logging(level: &str, format: LogFormat) -> TelemetryGuard {
+/// the `otel` feature and the `OTEL_*` variables set, exports the spans over
+/// OTLP. The returned setter changes the level later (a reloaded `log.level`);
+/// `RUST_LOG`, when set, wins at start.
+fn init_logging(level: &str, format: LogFormat) -> (TelemetryGuard, LogLevelSetter) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
@@ -104,6 +107,11 @@ fn init_logging(level: &str, format: LogFormat) -> TelemetryGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let set_level: LogLevelSetter = Box::new(move |level: &str| {
+        let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Json => fmt.json().boxed(),
@@ -121,13 +129,31 @@ fn init_logging(level: &str, format: LogFormat) -> TelemetryGuard {
         };
         let layer = provider.as_ref().map(mishards::trace::otel::layer);
         registry.with(layer).init();
-        TelemetryGuard { provider }
+        (TelemetryGuard { provider }, set_level)
     }
     #[cfg(not(feature = "otel"))]
     {
         registry.init();
-        TelemetryGuard {}
+        (TelemetryGuard {}, set_level)
     }
+}
+
+/// Reloads the configuration file on every SIGHUP (on Unix; elsewhere the
+/// file watch alone reloads).
+async fn reload_on_hangups(reconfigurer: std::sync::Arc<proxy::reload::Reconfigurer>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = reconfigurer.reload_file();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reconfigurer;
 }
 
 async fn shutdown_signal() {
@@ -174,7 +200,7 @@ async fn main() -> ExitCode {
             cleanup_delay,
             log_level,
         } => {
-            let _telemetry = init_logging(&log_level, LogFormat::Text);
+            let (_telemetry, _) = init_logging(&log_level, LogFormat::Text);
             let role = match role {
                 NodeRole::Rw => Role::Writable,
                 NodeRole::Ro => Role::ReadOnly,
@@ -190,7 +216,7 @@ async fn main() -> ExitCode {
             listen,
             metrics_listen,
         } => {
-            let _telemetry = init_logging("warn", LogFormat::Text);
+            let (_telemetry, _) = init_logging("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
                 dir,
                 listen,
@@ -216,12 +242,18 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
             .collect();
         anyhow::anyhow!("{}:\n  {}", path.display(), text.join("\n  "))
     })?;
-    let _telemetry = init_logging(&config.log.level, config.log.format);
+    let (_telemetry, log_level) = init_logging(&config.log.level, config.log.format);
     let grace = config.server.shutdown_grace;
-    let running = proxy::start(config).await?;
+    let options = proxy::StartOptions {
+        config_path: Some(path.clone()),
+        log_level: Some(log_level),
+    };
+    let running = proxy::start_with(config, options).await?;
     eprintln!("mishards proxy listening on {}", running.addr);
+    let reload_on_hangup = tokio::spawn(reload_on_hangups(running.reconfigurer.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
+    reload_on_hangup.abort();
     running.stop(grace).await
 }
 

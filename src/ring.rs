@@ -318,4 +318,49 @@ mod tests {
         }
         assert!(place(&ring, &file_ids, |_| false).is_empty());
     }
+
+    /// The fraction of `file_ids` whose owner differs between two rings.
+    fn moved_fraction(before: &Ring, after: &Ring, file_ids: &[i64]) -> f64 {
+        let moved = file_ids
+            .iter()
+            .filter(|id| before.owner(**id) != after.owner(**id))
+            .count();
+        moved as f64 / file_ids.len() as f64
+    }
+
+    /// Consistent hashing: when one of N nodes joins or leaves, about 1/N of
+    /// 10k files move (and on a join, only to the new node). Run with
+    /// `--nocapture` to see the measured fractions.
+    #[test]
+    fn about_one_nth_of_the_files_move_when_a_node_joins_or_leaves() {
+        let file_ids: Vec<i64> = (1..=10_000).collect();
+        for n in [3usize, 5, 10] {
+            let nodes: Vec<String> = (1..=n).map(|i| format!("10.0.1.{i}:19530")).collect();
+            let before = Ring::new(&nodes[..n - 1], DEFAULT_VIRTUAL_NODES);
+            let after = Ring::new(&nodes, DEFAULT_VIRTUAL_NODES);
+            let joined = moved_fraction(&before, &after, &file_ids);
+            for id in &file_ids {
+                if before.owner(*id) != after.owner(*id) {
+                    assert_eq!(after.owner(*id), Some(nodes[n - 1].as_str()));
+                }
+            }
+            // Leaving: the first node goes away (N -> N-1).
+            let without_first = Ring::new(&nodes[1..], DEFAULT_VIRTUAL_NODES);
+            let left = moved_fraction(&after, &without_first, &file_ids);
+            let ideal = 1.0 / n as f64;
+            println!(
+                "N={n}: join moved {:.2}% of 10k files, leave moved {:.2}% (ideal 1/N = {:.2}%)",
+                joined * 100.0,
+                left * 100.0,
+                ideal * 100.0
+            );
+            // 500 virtual nodes keep each share within ~10% of fair (see DEFAULT_VIRTUAL_NODES).
+            for fraction in [joined, left] {
+                assert!(
+                    (fraction - ideal).abs() <= ideal * 0.25,
+                    "N={n}: moved {fraction}, ideal {ideal}"
+                );
+            }
+        }
+    }
 }

@@ -56,6 +56,8 @@ pub struct Metrics {
     guard: GuardMetrics,
     /// Deadlines, hedging, ejection and admission control.
     pub resilience: ResilienceMetrics,
+    /// Availability and reload series (health, live reconfiguration).
+    pub ops: OpsMetrics,
 }
 
 /// The metadata-outage and access-control series (issue 7), registered
@@ -180,8 +182,10 @@ impl Metrics {
         );
 
         let resilience = ResilienceMetrics::register(&mut registry);
+        let ops = OpsMetrics::register(&mut registry);
         Arc::new(Metrics {
             resilience,
+            ops,
             registry,
             requests,
             request_duration,
@@ -282,6 +286,11 @@ impl Metrics {
         self.backend_up
             .get_or_create(&[("backend", backend.to_string())])
             .set(i64::from(up));
+    }
+
+    /// Drops the series of a backend removed by a reload (it is not down, it is gone).
+    pub fn forget_backend(&self, backend: &str) {
+        self.backend_up.remove(&[("backend", backend.to_string())]);
     }
 
     /// Counts one in-flight RPC until the guard is dropped.
@@ -389,26 +398,60 @@ impl Drop for InflightGuard {
     }
 }
 
-/// What `/readyz` answers: 200 when `ready`, else 503, with `detail` as
-/// the body ("ready", or what is missing or degraded).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Readiness {
-    pub ready: bool,
-    pub detail: String,
+/// The series of the operating features: what the proxy can serve right
+/// now, and how configuration reloads went.
+#[derive(Clone, Default)]
+pub struct OpsMetrics {
+    write_available: Gauge,
+    read_available: Gauge,
+    config_reloads: Family<Labels<1>, Counter>,
 }
 
-impl Readiness {
-    fn from_flag(ready: bool) -> Readiness {
-        Readiness {
-            ready,
-            detail: if ready { "ready" } else { "not ready" }.to_string(),
-        }
+impl OpsMetrics {
+    fn register(registry: &mut Registry) -> OpsMetrics {
+        let ops = OpsMetrics::default();
+        registry.register(
+            "mishards_write_available",
+            "1 if the writable node answers, else 0",
+            ops.write_available.clone(),
+        );
+        registry.register(
+            "mishards_read_available",
+            "1 if searches can be served (a snapshot and a read node are up), else 0",
+            ops.read_available.clone(),
+        );
+        registry.register(
+            "mishards_config_reloads",
+            "Configuration reloads by result (applied, rejected)",
+            ops.config_reloads.clone(),
+        );
+        ops
+    }
+
+    pub fn set_available(&self, read: bool, write: bool) {
+        self.read_available.set(i64::from(read));
+        self.write_available.set(i64::from(write));
+    }
+
+    /// One reload attempt: `result` is "applied" or "rejected".
+    pub fn count_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&[("result", result.to_string())])
+            .inc();
     }
 }
 
 struct EndpointState {
     metrics: Arc<Metrics>,
     ready: Box<dyn Fn() -> Readiness + Send + Sync>,
+}
+
+/// The answer of `/readyz`: the status (200 or 503) and a body saying why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// A JSON document (or short text) describing the state.
+    pub body: String,
 }
 
 async fn metrics_handler(State(state): State<Arc<EndpointState>>) -> impl IntoResponse {
@@ -429,7 +472,7 @@ async fn readyz_handler(State(state): State<Arc<EndpointState>>) -> (StatusCode,
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, readiness.detail)
+    (code, readiness.body)
 }
 
 /// Serves GET /metrics (OpenMetrics text), GET /livez (200 "ok") and GET
@@ -442,20 +485,24 @@ pub async fn serve_metrics(
     ready: impl Fn() -> bool + Send + Sync + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    serve_metrics_with_readiness(
-        addr,
-        metrics,
-        move || Readiness::from_flag(ready()),
-        shutdown,
-    )
-    .await
+    let readiness = move || {
+        let ready = ready();
+        let body = if ready { "ready" } else { "not ready" };
+        Readiness {
+            ready,
+            body: body.to_string(),
+        }
+    };
+    serve_http(addr, metrics, readiness, Router::new(), shutdown).await
 }
 
-/// [`serve_metrics`] with a `/readyz` body that says more than ready or not.
-pub async fn serve_metrics_with_readiness(
+/// [`serve_metrics`] with a `/readyz` body from `ready` and the routes of
+/// `extra` (the admin endpoints) merged in.
+pub async fn serve_http(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: impl Fn() -> Readiness + Send + Sync + 'static,
+    extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -468,7 +515,8 @@ pub async fn serve_metrics_with_readiness(
         .route("/metrics", get(metrics_handler))
         .route("/livez", get(livez_handler))
         .route("/readyz", get(readyz_handler))
-        .with_state(state);
+        .with_state(state)
+        .merge(extra);
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)

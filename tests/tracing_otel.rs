@@ -9,7 +9,6 @@
 #![cfg(feature = "otel")]
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 
-#[allow(dead_code, unused_imports, unused_macros)] // the scenarios' helpers this test does not use
 mod common;
 
 use std::collections::HashSet;

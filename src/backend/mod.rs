@@ -4,9 +4,12 @@
 //! another node; writes are never retried. Each node takes at most
 //! `admission.max_inflight_per_backend` calls at once (more wait for a slot
 //! within their deadline); `health` keeps its passive-ejection state and
-//! recent search latencies.
+//! recent search latencies; `live` makes the set of nodes replaceable at run
+//! time; `stats` keeps the per-node admin counters.
 
 pub mod health;
+pub mod live;
+pub mod stats;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -100,6 +103,8 @@ pub struct Backend {
     policy: EjectionPolicy,
     ejection: Mutex<Ejection>,
     latency: Mutex<LatencyWindow>,
+    /// In-flight, calls, errors and recent latencies, for `conn_stats`.
+    pub stats: stats::CallStats,
 }
 
 /// A wait for a call slot; dropped unfinished at or past the request's
@@ -127,6 +132,21 @@ struct InflightCall(Gauge);
 impl Drop for InflightCall {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// `[slow_nodes]` ejection for a read-only node; the writer is never
+/// ejected: writes have nowhere else to go.
+fn ejection_policy(config: &Config, writable: bool) -> EjectionPolicy {
+    let slow = &config.slow_nodes;
+    EjectionPolicy {
+        after_failures: if writable {
+            0
+        } else {
+            slow.eject_after_failures
+        },
+        backoff: slow.eject_backoff,
+        max_backoff: slow.eject_max_backoff,
     }
 }
 
@@ -160,6 +180,7 @@ impl Backend {
             policy,
             ejection: Mutex::new(Ejection::default()),
             latency: Mutex::new(LatencyWindow::default()),
+            stats: stats::CallStats::default(),
         })
     }
 
@@ -341,6 +362,7 @@ impl Backend {
         let started = Instant::now();
         self.inflight.inc();
         let _inflight = InflightCall(self.inflight.clone());
+        let _inflight = self.stats.begin();
         let result = match timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
@@ -353,6 +375,7 @@ impl Backend {
         };
         let elapsed = started.elapsed();
         let seconds = elapsed.as_secs_f64();
+        self.stats.finish(result.is_ok(), seconds);
         match result {
             Ok(resp) => {
                 if method == "SearchInFiles" {
@@ -440,17 +463,8 @@ pub struct Backends {
 
 impl Backends {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let slow = &config.slow_nodes;
-        let readonly_policy = EjectionPolicy {
-            after_failures: slow.eject_after_failures,
-            backoff: slow.eject_backoff,
-            max_backoff: slow.eject_max_backoff,
-        };
-        // The writer is never ejected: writes have nowhere else to go.
-        let writer_policy = EjectionPolicy {
-            after_failures: 0,
-            ..readonly_policy
-        };
+        let readonly_policy = ejection_policy(config, false);
+        let writer_policy = ejection_policy(config, true);
         let writable = Arc::new(Backend::new(
             &config.backends.writable,
             config,

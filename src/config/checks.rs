@@ -140,6 +140,12 @@ impl Config {
         {
             report(key, message);
         }
+        for (key, message) in super::operations::check_discovery(&self.discovery)
+            .into_iter()
+            .map(|e| (e.key.clone(), e.message.clone()))
+        {
+            report(&key, message);
+        }
         errors
     }
 }

@@ -32,6 +32,7 @@ mod byte_size;
 mod checks;
 mod env;
 mod mishards_python;
+mod operations;
 mod resilience;
 mod settings;
 mod source;
@@ -47,6 +48,7 @@ pub use byte_size::{parse_byte_size, ByteSize};
 pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
 pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
+pub use operations::{DiscoveryConfig, DiscoveryMode, ReloadConfig};
 pub use resilience::{AdmissionConfig, DeadlinesConfig, SlowNodesConfig};
 pub use settings::{
     AccessConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig,
@@ -171,6 +173,8 @@ impl Config {
             deadlines: parts.parse("deadlines"),
             slow_nodes: parts.parse("slow_nodes"),
             admission: parts.parse("admission"),
+            reload: parts.parse("reload"),
+            discovery: parts.parse("discovery"),
         };
 
         for error in config.validate() {

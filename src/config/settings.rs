@@ -25,6 +25,8 @@ pub struct Config {
     pub deadlines: super::resilience::DeadlinesConfig,
     pub slow_nodes: super::resilience::SlowNodesConfig,
     pub admission: super::resilience::AdmissionConfig,
+    pub reload: super::operations::ReloadConfig,
+    pub discovery: super::operations::DiscoveryConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.
@@ -38,6 +40,10 @@ pub struct ServerConfig {
     /// How long in-flight requests may finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// After a shutdown signal, how long the health service says NOT_SERVING
+    /// while still accepting calls, so balancers stop sending new ones.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +52,7 @@ impl Default for ServerConfig {
             listen: format!("0.0.0.0:{DEFAULT_MILVUS_PORT}"),
             max_message_size: ByteSize(GIB),
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
         }
     }
 }

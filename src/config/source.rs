@@ -9,7 +9,7 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 11] = [
+pub(super) const SECTION_NAMES: [&str; 13] = [
     "server",
     "metrics",
     "meta",
@@ -21,6 +21,8 @@ pub(super) const SECTION_NAMES: [&str; 11] = [
     "deadlines",
     "slow_nodes",
     "admission",
+    "reload",
+    "discovery",
 ];
 
 /// Where a value came from, for error messages.

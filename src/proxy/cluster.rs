@@ -12,7 +12,9 @@ use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
 use crate::topology::{CollectionView, Topology};
 
-/// State shared by every request of the proxy.
+/// State shared by every request of the proxy. A request works on its own
+/// clone, which holds the backends in effect when it started.
+#[derive(Clone)]
 pub struct Cluster {
     pub(super) backends: Arc<Backends>,
     pub(super) topology: Arc<Topology>,
@@ -22,26 +24,27 @@ pub struct Cluster {
     /// Deadline of one node's part of a search.
     pub(super) search_timeout: Option<Duration>,
     /// When to hedge a slow node's part of a search.
-    pub(super) hedging: HedgePolicy,
+    pub(super) hedging: Arc<HedgePolicy>,
     /// The nq x topk budget of searches being served.
-    pub(super) work: WorkBudget,
+    pub(super) work: Arc<WorkBudget>,
 }
 
 /// The search protections configured in `[slow_nodes]` and `[admission]`.
+#[derive(Clone)]
 pub struct Protection {
-    pub hedging: HedgePolicy,
-    pub work: WorkBudget,
+    pub hedging: Arc<HedgePolicy>,
+    pub work: Arc<WorkBudget>,
 }
 
 impl Protection {
     pub fn from_config(config: &crate::config::Config, metrics: Arc<Metrics>) -> Self {
         Self {
-            hedging: HedgePolicy::new(&config.slow_nodes),
-            work: WorkBudget::new(
+            hedging: Arc::new(HedgePolicy::new(&config.slow_nodes)),
+            work: Arc::new(WorkBudget::new(
                 config.admission.max_queued_work,
                 config.server.max_message_size.0,
                 metrics,
-            ),
+            )),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! `Cmd`: the commands the proxy answers itself (`status`, `route
-//! <collection>`, which explains a search's plan), `version` from the first
-//! node that answers, `set_config` sent to every node (each Milvus node has
-//! its own configuration), and every other command (`get_config` included)
-//! forwarded to the writable node.
+//! <collection>`, which explains a search's plan, `conn_stats`, per-backend
+//! state), `version` from the first node that answers, `set_config` sent to
+//! every node (each Milvus node has its own configuration), and every other
+//! command (`get_config` included) forwarded to the writable node.
 
 use super::cluster::Cluster;
 use super::forward::client_call;
@@ -22,6 +22,8 @@ enum ProxyCommand<'a> {
     Version,
     /// `set_config ...`: for every node.
     SetConfig,
+    /// `conn_stats`: per-backend state and counters as JSON.
+    ConnStats,
     /// Anything else: for the writable node.
     Forward,
 }
@@ -46,6 +48,9 @@ fn parse(cmd: &str) -> MilvusResult<ProxyCommand<'_>> {
     if text.starts_with("set_config") {
         return Ok(ProxyCommand::SetConfig);
     }
+    if text == "conn_stats" {
+        return Ok(ProxyCommand::ConnStats);
+    }
     Ok(ProxyCommand::Forward)
 }
 
@@ -63,6 +68,15 @@ impl Cluster {
             ProxyCommand::Route(name) => Ok(text_reply(self.explain_route(name).await?)),
             ProxyCommand::Version => self.version(cmd).await,
             ProxyCommand::SetConfig => self.set_config_everywhere(cmd).await,
+            ProxyCommand::ConnStats => {
+                // Files owned are counted on a snapshot as fresh as a search's.
+                let snapshot = match self.topology.fresh().await {
+                    Ok(snapshot) => snapshot,
+                    Err(_) => self.topology.current(),
+                };
+                let stats = super::admin::conn_stats(&self.backends, &snapshot);
+                Ok(text_reply(stats.to_string()))
+            }
             ProxyCommand::Forward => {
                 self.to_writer("Cmd", Command { cmd }, client_call!(cmd))
                     .await
@@ -196,6 +210,7 @@ mod tests {
             parse(" route  ").unwrap_err().code,
             ErrorCode::IllegalArgument
         );
+        assert_eq!(parse("conn_stats").unwrap(), ProxyCommand::ConnStats);
         assert_eq!(parse("mode").unwrap(), ProxyCommand::Forward);
         assert_eq!(parse("statuses").unwrap(), ProxyCommand::Forward);
         assert_eq!(

@@ -7,17 +7,22 @@
 //! A search is planned in `route`, then fanned out and merged in `search`;
 //! writes, admin calls and reads go through `forward` (with
 //! `meta_from_snapshot` when the writer is down); `cmd` answers `Cmd`.
-//! `cluster` is the state they share.
+//! `cluster` is the state they share. `health` says what can be served
+//! (gRPC health, `/readyz`), `reload` applies configuration changes live,
+//! `admin` answers `conn_stats` and the `/admin/...` endpoints.
 
 pub mod access;
+pub mod admin;
 pub mod admission;
 mod cluster;
 mod cmd;
 pub mod deadline;
 mod forward;
+pub mod health;
 mod hedge;
 pub mod meta_from_snapshot;
 pub mod raw_insert;
+pub mod reload;
 pub mod route;
 pub mod rpc_metrics;
 mod search;
@@ -25,6 +30,7 @@ pub mod service;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,24 +43,42 @@ use tower::Layer;
 use self::access::{Access, AccessPolicy};
 use self::admission::SearchAdmission;
 use self::deadline::{DeadlineLayer, Deadlines, Defaults};
+use self::health::Health;
 use self::raw_insert::{InsertPassthrough, RawInsert};
+use self::reload::{LogLevelSetter, Reconfigurer};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
+use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
 use crate::config::Config;
 use crate::meta::{MetaStore, MetaUri};
-use crate::telemetry::{self, Metrics, Readiness};
-use crate::topology::{MetadataStatus, Topology};
+use crate::telemetry::{self, Metrics};
+use crate::topology::Topology;
 use crate::wire::milvus_service_server::MilvusServiceServer;
 
 /// How often every backend is probed with `Cmd("status")`.
 const HEALTH_CHECK_PERIOD: Duration = Duration::from_secs(2);
+
+/// How often the availability is published to the gRPC health service and gauges.
+const HEALTH_PUBLISH_PERIOD: Duration = Duration::from_millis(500);
+
+/// What `start_with` needs beyond the configuration, for live reconfiguration.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The file to re-read on SIGHUP and when it changes.
+    pub config_path: Option<PathBuf>,
+    /// Changes the log filter when `log.level` is reloaded.
+    pub log_level: Option<LogLevelSetter>,
+}
 
 /// A proxy serving in the background.
 pub struct RunningProxy {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub reconfigurer: Arc<Reconfigurer>,
+    drain_delay: Duration,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     metrics_server: JoinHandle<()>,
@@ -62,12 +86,20 @@ pub struct RunningProxy {
 }
 
 impl RunningProxy {
-    /// Stops accepting and waits (up to the grace period) for in-flight calls.
+    /// Drains: health NOT_SERVING at once, calls still accepted for
+    /// `server.drain_delay`; then stops accepting and waits (up to the grace
+    /// period) for in-flight calls.
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
+        self.health.start_drain().await;
+        if !self.drain_delay.is_zero() {
+            tracing::info!(delay = ?self.drain_delay, "health NOT_SERVING; draining before the listener closes");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         for task in &self.background {
             task.abort();
         }
+        self.health.end_watches().await;
+        let _ = self.shutdown.send(true);
         let result = match tokio::time::timeout(grace, self.server).await {
             Ok(joined) => joined.context("proxy server task")?,
             Err(_) => {
@@ -84,6 +116,11 @@ impl RunningProxy {
 
 /// Connects to the metadata database, takes a first snapshot, and serves.
 pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`], with the file to reload and the log filter handle.
+pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result<RunningProxy> {
     let errors = config.validate();
     if !errors.is_empty() {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -109,15 +146,29 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         // Serve anyway: searches report the metadata error until it recovers.
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
     }
-    let backends = Arc::new(Backends::new(&config, metrics.clone())?);
-    let service = ProxyService::new(
-        backends.clone(),
-        topology.clone(),
+    let live = LiveBackends::new(Backends::new(&config, metrics.clone())?, metrics.clone());
+    let reconfigurer = Reconfigurer::new(
+        options.config_path,
+        config.clone(),
+        live.clone(),
         metrics.clone(),
-        config.backends.request_deadline(),
-        config.backends.search_deadline(),
-        cluster::Protection::from_config(&config, metrics.clone()),
+        options.log_level,
     );
+    let protection = cluster::Protection::from_config(&config, metrics.clone());
+    let new_service = || {
+        ProxyService::with_live(
+            live.clone(),
+            topology.clone(),
+            metrics.clone(),
+            config.backends.request_deadline(),
+            config.backends.search_deadline(),
+            protection.clone(),
+        )
+    };
+    let service = new_service();
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    let health = Health::new(live.clone(), topology.clone(), metrics.clone(), reporter);
+    health.publish().await;
 
     let listen: SocketAddr = resolve(&config.server.listen).await?;
     let (listener, addr) = crate::grpc::bind(listen)
@@ -126,10 +177,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let mut grpc_stop = stop_rx.clone();
-    let raw_insert = RawInsert::new(
-        backends.writable.clone(),
-        config.backends.request_deadline(),
-    );
+    let raw_insert = RawInsert::live(live.clone(), config.backends.request_deadline());
     let limits = RouteLimits::from_config(&config);
     let routes = Access::new(
         grpc_routes(service, raw_insert, metrics.clone(), max, limits),
@@ -142,7 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     let mut tls_reloader = None;
     let server = match tls::TlsFiles::from_config(&config.tls) {
         None => tokio::spawn(async move {
-            crate::grpc::serve_routes(listener, routes, stopped)
+            crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
                 .await
                 .context("proxy gRPC server")
         }),
@@ -151,26 +199,30 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
             tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
             let incoming = tls::incoming(listener, tls);
             tokio::spawn(async move {
-                crate::grpc::serve_routes_incoming(incoming, routes, stopped)
-                    .await
-                    .context("proxy gRPC server (TLS)")
+                crate::grpc::serve_routes_with_health_incoming(
+                    incoming,
+                    routes,
+                    health_server,
+                    stopped,
+                )
+                .await
+                .context("proxy gRPC server (TLS)")
             })
         }
     };
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
-    let ready_backends = backends.clone();
-    let ready_topology = topology.clone();
+    let ready_health = health.clone();
+    let admin = admin::router(Arc::new(admin::AdminState {
+        service: new_service(),
+        reconfigurer: reconfigurer.clone(),
+    }));
     let mut metrics_stop = stop_rx;
-    let (metrics_addr, metrics_server) = telemetry::serve_metrics_with_readiness(
+    let (metrics_addr, metrics_server) = telemetry::serve_http(
         metrics_listen,
         metrics.clone(),
-        move || {
-            let backends_ready = ready_backends.writable.is_healthy()
-                && (ready_backends.readonly.is_empty()
-                    || ready_backends.readonly.iter().any(|b| b.is_healthy()));
-            readiness(backends_ready, &ready_topology.status())
-        },
+        move || ready_health.readiness(),
+        admin,
         async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
         },
@@ -179,9 +231,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
 
     let mut background = vec![
-        topology.spawn_refresher(config.topology.refresh_interval),
-        backends.spawn_health_checks(HEALTH_CHECK_PERIOD),
+        spawn_refresher(
+            topology.clone(),
+            metrics.clone(),
+            reconfigurer.refresh_interval(),
+        ),
+        live.spawn_health_checks(HEALTH_CHECK_PERIOD),
+        health.spawn_publisher(HEALTH_PUBLISH_PERIOD),
     ];
+    background.extend(reconfigurer.spawn_watch(config.reload.watch_interval));
+    background.extend(crate::discovery::spawn(
+        &config.discovery,
+        reconfigurer.clone(),
+    )?);
     background.extend(tls_reloader);
     tracing::info!(
         %addr,
@@ -194,6 +256,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningProxy> {
         addr,
         metrics_addr,
         metrics,
+        health,
+        reconfigurer,
+        drain_delay: config.server.drain_delay,
         shutdown,
         server,
         metrics_server,
@@ -241,30 +306,37 @@ pub fn grpc_routes(
     RpcMetricsLayer::new(metrics).layer(timed)
 }
 
-/// The `/readyz` answer: ready (200) when the backends are and a snapshot
-/// was loaded. A snapshot that could not be verified lately (database
-/// unreachable, or older than `topology.stale_after`) keeps the proxy ready,
-/// since searches are still served from it, and the body says "stale".
-pub fn readiness(backends_ready: bool, meta: &MetadataStatus) -> Readiness {
-    let ready = backends_ready && meta.loaded;
-    let mut detail = String::from(if ready { "ready" } else { "not ready" });
-    if !backends_ready {
-        detail.push_str("; backends not ready");
-    }
-    if !meta.loaded {
-        detail.push_str("; no metadata snapshot loaded yet");
-    } else if meta.stale {
-        let age = meta.age.map_or("never".to_string(), |a| {
-            format!("{:.1}s ago", a.as_secs_f64())
-        });
-        let db = if meta.up {
-            ""
-        } else {
-            ", metadata database unreachable"
-        };
-        detail.push_str(&format!("; metadata stale: last verified {age}{db}"));
-    }
-    Readiness { ready, detail }
+/// Refreshes the topology snapshot every `period`, following reloads of
+/// `topology.refresh_interval`.
+fn spawn_refresher(
+    topology: Arc<Topology>,
+    metrics: Arc<Metrics>,
+    mut period: watch::Receiver<Duration>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // Consecutive failed refreshes: the wait doubles with each (metadata outage back-off).
+        let mut failures = 0u32;
+        loop {
+            let every = (*period.borrow_and_update()).max(Duration::from_millis(10));
+            let wait = crate::topology::retry_delay(every, topology.max_retry_interval(), failures);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = period.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            match topology.refresh().await {
+                Ok(_) => failures = 0,
+                Err(_) => failures = failures.saturating_add(1),
+            }
+            if let Some(age) = topology.age() {
+                metrics.set_topology_age(age.as_secs_f64());
+            }
+        }
+    })
 }
 
 /// Resolves "host:port" (a name or an IP) to one socket address.
@@ -274,4 +346,38 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("cannot resolve {addr}"))?
         .next()
         .with_context(|| format!("{addr} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A reloaded `topology.refresh_interval` takes effect without a restart.
+    #[tokio::test]
+    async fn the_refresher_follows_a_new_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = format!("sqlite://{}/m.sqlite", dir.path().display());
+        let meta = MetaStore::connect(&MetaUri::parse(&uri, None).unwrap(), 2)
+            .await
+            .unwrap();
+        let metrics = Metrics::new();
+        let topology = Arc::new(Topology::new(meta, metrics.clone()));
+        topology.refresh().await.unwrap();
+        let (period, rx) = watch::channel(Duration::from_secs(3600));
+        let task = spawn_refresher(topology.clone(), metrics, rx);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(topology.age().unwrap() >= Duration::from_millis(300));
+
+        period.send_replace(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        while topology.age().unwrap() >= Duration::from_millis(200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no refresh after the interval changed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+    }
 }

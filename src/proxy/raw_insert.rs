@@ -14,6 +14,7 @@ use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 
 use super::rpc_metrics::ReplyCode;
+use crate::backend::live::LiveBackends;
 use crate::backend::Backend;
 use crate::grpc::RawCodec;
 use crate::status::{code_name, Reply};
@@ -23,13 +24,37 @@ pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
 
 /// Forwards encoded `InsertParam` messages to the writable node.
 pub struct RawInsert {
-    writer: Arc<Backend>,
+    writer: Writer,
     timeout: Option<Duration>,
+}
+
+/// The writable node: fixed, or whichever the live configuration names.
+enum Writer {
+    Fixed(Arc<Backend>),
+    Live(Arc<LiveBackends>),
 }
 
 impl RawInsert {
     pub fn new(writer: Arc<Backend>, timeout: Option<Duration>) -> Self {
-        Self { writer, timeout }
+        Self {
+            writer: Writer::Fixed(writer),
+            timeout,
+        }
+    }
+
+    /// Forwards to the writable node in effect when each insert arrives.
+    pub fn live(live: Arc<LiveBackends>, timeout: Option<Duration>) -> Self {
+        Self {
+            writer: Writer::Live(live),
+            timeout,
+        }
+    }
+
+    fn writer(&self) -> Arc<Backend> {
+        match &self.writer {
+            Writer::Fixed(b) => b.clone(),
+            Writer::Live(live) => live.load().writable.clone(),
+        }
     }
 
     /// Forwards one insert; the reply is the writer's `VectorIds`, or a
@@ -38,7 +63,7 @@ impl RawInsert {
     /// Never retried: an insert is not idempotent.
     async fn forward(&self, body: Bytes) -> tonic::Response<Bytes> {
         let result = self
-            .writer
+            .writer()
             .call_raw("Insert", INSERT_PATH, body, self.timeout, status_code)
             .await;
         let reply = match result {

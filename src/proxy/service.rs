@@ -13,6 +13,7 @@ use super::cluster::{Cluster, Protection};
 use super::forward::client_call;
 use super::meta_from_snapshot;
 use super::rpc_metrics::reply;
+use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
 use crate::telemetry::Metrics;
 use crate::topology::Topology;
@@ -28,7 +29,7 @@ macro_rules! via {
     ($self:ident.read_meta($method:literal, $req:ident, $rpc:ident)) => {
         reply(
             $self
-                .cluster
+                .cluster()
                 .read_meta(
                     $method,
                     $req.into_inner(),
@@ -41,7 +42,7 @@ macro_rules! via {
     ($self:ident.$how:ident($method:literal, $req:ident, $rpc:ident)) => {
         reply(
             $self
-                .cluster
+                .cluster()
                 .$how($method, $req.into_inner(), client_call!($rpc))
                 .await,
         )
@@ -51,9 +52,12 @@ macro_rules! via {
 /// The proxy's request handlers.
 pub struct ProxyService {
     cluster: Cluster,
+    /// The backends in effect, replaced by live reconfiguration.
+    live: Arc<LiveBackends>,
 }
 
 impl ProxyService {
+    /// Handlers over a fixed set of backends.
     pub fn new(
         backends: Arc<Backends>,
         topology: Arc<Topology>,
@@ -62,15 +66,43 @@ impl ProxyService {
         search_timeout: Option<Duration>,
         protection: Protection,
     ) -> Self {
+        let live = LiveBackends::from_shared(backends, metrics.clone());
+        Self::with_live(
+            live,
+            topology,
+            metrics,
+            request_timeout,
+            search_timeout,
+            protection,
+        )
+    }
+
+    /// Handlers over backends that live reconfiguration may replace.
+    pub fn with_live(
+        live: Arc<LiveBackends>,
+        topology: Arc<Topology>,
+        metrics: Arc<Metrics>,
+        request_timeout: Option<Duration>,
+        search_timeout: Option<Duration>,
+        protection: Protection,
+    ) -> Self {
         let cluster = Cluster::new(
-            backends,
+            live.load(),
             topology,
             metrics,
             request_timeout,
             search_timeout,
             protection,
         );
-        Self { cluster }
+        Self { cluster, live }
+    }
+
+    /// The cluster one request works on: the backends in effect now, kept
+    /// until the request ends (so a reload never pulls a node from under it).
+    pub(super) fn cluster(&self) -> Cluster {
+        let mut cluster = self.cluster.clone();
+        cluster.backends = self.live.load();
+        cluster
     }
 }
 
@@ -158,14 +190,16 @@ impl MilvusService for ProxyService {
 
     async fn search(&self, req: Request<SearchParam>) -> RpcResult<TopKQueryResult> {
         let p = req.into_inner();
-        let _work = (self.cluster).admit_search(p.query_record_array.len(), p.topk)?;
-        reply(self.cluster.search(p).await)
+        let cluster = self.cluster();
+        let _work = cluster.admit_search(p.query_record_array.len(), p.topk)?;
+        reply(cluster.search(p).await)
     }
 
     async fn search_by_id(&self, req: Request<SearchByIdParam>) -> RpcResult<TopKQueryResult> {
         let p = req.into_inner();
-        let _work = (self.cluster).admit_search(p.id_array.len(), p.topk)?;
-        reply(self.cluster.search_by_id(p).await)
+        let cluster = self.cluster();
+        let _work = cluster.admit_search(p.id_array.len(), p.topk)?;
+        reply(cluster.search_by_id(p).await)
     }
 
     async fn search_in_files(
@@ -177,12 +211,13 @@ impl MilvusService for ProxyService {
             .search_param
             .as_ref()
             .map_or((0, 0), |s| (s.query_record_array.len(), s.topk));
-        let _work = (self.cluster).admit_search(nq, topk)?;
-        reply(self.cluster.search_in_files(p).await)
+        let cluster = self.cluster();
+        let _work = cluster.admit_search(nq, topk)?;
+        reply(cluster.search_in_files(p).await)
     }
 
     async fn cmd(&self, req: Request<Command>) -> RpcResult<StringReply> {
-        reply(self.cluster.cmd(req.into_inner().cmd).await)
+        reply(self.cluster().cmd(req.into_inner().cmd).await)
     }
 
     async fn delete_by_id(&self, req: Request<DeleteByIdParam>) -> RpcResult<Status> {
@@ -198,7 +233,7 @@ impl MilvusService for ProxyService {
     }
 
     async fn reload_segments(&self, req: Request<ReLoadSegmentsParam>) -> RpcResult<Status> {
-        reply(self.cluster.reload_segments(req.into_inner()).await)
+        reply(self.cluster().reload_segments(req.into_inner()).await)
     }
 
     async fn flush(&self, req: Request<FlushParam>) -> RpcResult<Status> {

@@ -481,6 +481,11 @@ impl Topology {
     /// (database unreachable) it retries with a doubling delay up to
     /// `max_retry_interval`, serving the last snapshot meanwhile, and
     /// catches up on the first success.
+    /// The longest wait between refreshes while the database does not answer.
+    pub fn max_retry_interval(&self) -> Duration {
+        self.settings.max_retry_interval
+    }
+
     pub fn spawn_refresher(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         let period = period.max(Duration::from_millis(10));

@@ -1,0 +1,38 @@
+//! Where the read-only nodes come from when not from `backends.readonly`:
+//! Kubernetes EndpointSlices (`kubernetes`, behind the `kube` cargo
+//! feature). A discovered change is applied like a live reload: nodes join
+//! the ring, removed ones drain.
+
+#[cfg(feature = "kube")]
+pub mod kubernetes;
+
+use std::sync::Arc;
+
+use crate::config::{DiscoveryConfig, DiscoveryMode};
+use crate::proxy::reload::Reconfigurer;
+
+/// Starts the discovery `config` asks for, if any.
+pub fn spawn(
+    config: &DiscoveryConfig,
+    reconfigurer: Arc<Reconfigurer>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    match config.mode {
+        DiscoveryMode::Static => Ok(None),
+        #[cfg(feature = "kube")]
+        DiscoveryMode::Kubernetes => {
+            let client = kubernetes::KubeClient::new(config)?;
+            Ok(Some(kubernetes::spawn_poller(
+                client,
+                config.clone(),
+                reconfigurer,
+            )))
+        }
+        #[cfg(not(feature = "kube"))]
+        DiscoveryMode::Kubernetes => {
+            let _ = reconfigurer;
+            anyhow::bail!(
+                "discovery.mode = \"kubernetes\" needs a mishards built with `--features kube`"
+            )
+        }
+    }
+}
