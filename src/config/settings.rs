@@ -73,8 +73,9 @@ impl Default for MetricsConfig {
     }
 }
 
-/// `[meta]`: the Milvus metadata database shared by the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `[meta]`: the Milvus metadata database shared by the cluster. Its
+/// `Debug` hides the password of `uri`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetaConfig {
     /// `mysql://user[:pass]@host[:port]/db`, `sqlite://PATH` or `sqlite::memory:`.
@@ -82,6 +83,15 @@ pub struct MetaConfig {
     pub uri: String,
     /// Size of the connection pool.
     pub max_connections: u32,
+}
+
+impl std::fmt::Debug for MetaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetaConfig")
+            .field("uri", &crate::meta::redacted(&self.uri))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 impl Default for MetaConfig {
@@ -256,6 +266,17 @@ pub enum LogFormat {
 }
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_hides_the_metadata_password() {
+        let mut config = Config::default();
+        config.meta.uri = "mysql://root:s3cretPW@db:3306/milvus".to_string();
+        let text = format!("{config:?} {config:#?}");
+        assert!(
+            !text.contains("s3cretPW") && text.contains("root:***@db"),
+            "{text}"
+        );
+    }
+
     use super::*;
     use crate::config::test_support::*;
     use crate::config::Config;

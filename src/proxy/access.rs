@@ -334,7 +334,9 @@ where
             Err(denial) => denial,
         };
         self.metrics.count_access_denied(denial.label());
-        tracing::info!(rpc = %rpc, reason = %denial.reason(), "request refused by access control");
+        // Debug: a client looping on refused calls must not flood the log
+        // (mishards_access_denied_total counts them).
+        tracing::debug!(rpc = %rpc, reason = %denial.reason(), "request refused by access control");
         if let Denial::Network(_) = denial {
             let status = tonic::Status::permission_denied(denial.reason());
             return Box::pin(async move { Ok(status.into_http()) });
