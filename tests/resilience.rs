@@ -230,9 +230,10 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
         "{name}: the node was never taken out"
     );
     assert!(sent > 50, "{name}: only {sent} searches in 20 s");
-    // hedge_max_delay (1 s) + 1 s, plus 1 s of margin for a loaded 2-core machine.
+    // The bound: hedge delay (at most hedge_max_delay, 1 s) + 1 s.
+    // Measured alone on the shared 2-core machine: about 0.5 s.
     assert!(
-        worst < Duration::from_secs(3),
+        worst < Duration::from_secs(2),
         "{name}: a search took {worst:?}"
     );
     proxy.stop(Duration::from_secs(2)).await.unwrap();
