@@ -19,6 +19,9 @@ use mishards::proxy::{self, RunningProxy};
 
 const DIM: usize = 16;
 
+/// The scenarios measure latencies: they run one at a time, not against each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The cluster, a filled collection and its rows.
 async fn filled_cluster(name: &str) -> (Cluster, TestCollection, Arc<Rows>) {
     let cluster = Cluster::start(&MetaKind::Sqlite).await;
@@ -49,7 +52,7 @@ fn metric(proxy: &RunningProxy, series: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(series))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .fold(0.0, |a, b| a + b)
 }
 
 fn ok_searches_on(proxy: &RunningProxy, backend: &str) -> f64 {
@@ -145,7 +148,7 @@ async fn until_back(
 }
 
 /// One of three read-only nodes hangs (frozen relay, like SIGSTOP) or turns
-/// slow (relay adding 2 s) during a 12 s load of 8 clients: no search fails
+/// slow (relay adding 2 s) for 10 s of a 20 s load of 8 clients: no search fails
 /// or is incomplete, none is slower than the largest hedge delay (1 s) plus
 /// a margin for this shared machine; back to normal, the node gets files again.
 async fn slow_reader_scenario(mode: Mode, name: &str) {
@@ -170,12 +173,24 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
     .await;
 
     let started = Instant::now();
-    let load_end = started + Duration::from_secs(12);
+    let load_end = started + Duration::from_secs(20);
     let misbehave = async {
         {
             tokio::time::sleep(Duration::from_secs(2)).await;
             relay.set(mode);
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            let misbehaving = Instant::now();
+            let out = |p: &RunningProxy| {
+                metric(
+                    p,
+                    &format!("mishards_backend_ejected{{backend=\"{relayed}\"}}"),
+                ) == 1.0
+                    || metric(p, &format!("mishards_backend_up{{backend=\"{relayed}\"}}")) == 0.0
+            };
+            while !out(&proxy) && misbehaving.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let routed_around = out(&proxy).then(|| misbehaving.elapsed());
+            tokio::time::sleep(Duration::from_secs(10).saturating_sub(misbehaving.elapsed())).await;
             let before = ok_searches_on(&proxy, &relayed);
             relay.set(Mode::Pass);
             let resumed = Instant::now();
@@ -183,10 +198,11 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
             while ok_searches_on(&proxy, &relayed) <= before && Instant::now() < load_end {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            (ok_searches_on(&proxy, &relayed) > before).then(|| resumed.elapsed())
+            let back = (ok_searches_on(&proxy, &relayed) > before).then(|| resumed.elapsed());
+            (routed_around, back)
         }
     };
-    let (load, back_during_load) =
+    let (load, (routed_around, back_during_load)) =
         tokio::join!(search_load(&proxy, &collection, &rows, load_end), misbehave);
     let after_load = until_back(
         &proxy,
@@ -202,16 +218,22 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
     let hedged = metric(&proxy, "mishards_hedged_requests_total");
     let ejected_now = metric(&proxy, "mishards_backend_ejected{");
     eprintln!(
-        "FIGURES {name} ({mode:?} for 6 s of a 12 s load, 8 clients): sent {sent}, failed {failed}, \
-         hedged {hedged}, worst latency {worst:?}; answering parts again {back_during_load:?} after \
+        "FIGURES {name} ({mode:?} for 10 s of a 20 s load, 8 clients): sent {sent}, failed {failed}, \
+         hedged {hedged}, worst latency {worst:?}; ejected or marked down {routed_around:?} after it \
+         turned bad; answering parts again {back_during_load:?} after \
          it recovered (None: not before the load ended; then {after_load:?} after the load), \
          ejected now {ejected_now}"
     );
     assert_eq!(failed, 0, "{name}: failed searches");
-    assert!(sent > 50, "{name}: only {sent} searches in 12 s");
-    // hedge_max_delay (1 s) + 1 s, plus 1 s of margin for a loaded 2-core machine.
     assert!(
-        worst < Duration::from_secs(3),
+        routed_around.is_some(),
+        "{name}: the node was never taken out"
+    );
+    assert!(sent > 50, "{name}: only {sent} searches in 20 s");
+    // The issue's bound: hedge delay (at most hedge_max_delay, 1 s) + 1 s.
+    // Measured alone on the shared 2-core machine: about 0.5 s.
+    assert!(
+        worst < Duration::from_secs(2),
         "{name}: a search took {worst:?}"
     );
     proxy.stop(Duration::from_secs(2)).await.unwrap();
@@ -221,11 +243,13 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_reader_is_hedged_ejected_and_back() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     slow_reader_scenario(Mode::Freeze, "frozen_reader").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reader_slowed_by_two_seconds_is_hedged() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     slow_reader_scenario(Mode::Delay(Duration::from_secs(2)), "slow_reader").await;
 }
 
@@ -233,6 +257,7 @@ async fn reader_slowed_by_two_seconds_is_hedged() {
 /// past it the answer is DEADLINE_EXCEEDED at once, whatever the nodes do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_bound_searches_on_hung_nodes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (cluster, collection, _rows) = filled_cluster("deadlines").await;
     let mut relays = Vec::new();
     for addr in cluster.reader_addrs() {
@@ -312,6 +337,7 @@ fn rss_mib() -> u64 {
 /// the nodes run elsewhere; here they would share the proxy's CPU).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_of_heavy_searches_is_shed_promptly() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (cluster, collection, rows) = filled_cluster("flood").await;
     let mut relays = Vec::new();
     for addr in cluster.reader_addrs() {

@@ -25,7 +25,13 @@ pub struct Ejection {
     consecutive_failures: u32,
     ejected_until: Option<Instant>,
     ejections_in_row: u32,
+    last_slow_call: Option<Instant>,
 }
+
+/// Calls still unanswered past their hedge delay count at most once per this
+/// period: one hiccup delays every call in flight to a node at once, and that
+/// is one piece of evidence of slowness, not several.
+pub const SLOW_EVIDENCE_GAP: Duration = Duration::from_millis(300);
 
 /// What a call outcome did to the ejection state.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +64,19 @@ impl Ejection {
         self.consecutive_failures = 0;
         self.ejected_until = Some(now + period);
         Change::Ejected(period)
+    }
+
+    /// A call still unanswered past its hedge delay: a failure, unless
+    /// another one was counted less than [`SLOW_EVIDENCE_GAP`] ago.
+    pub fn slow_call(&mut self, policy: &EjectionPolicy, now: Instant) -> Change {
+        if self
+            .last_slow_call
+            .is_some_and(|last| now.saturating_duration_since(last) < SLOW_EVIDENCE_GAP)
+        {
+            return Change::None;
+        }
+        self.last_slow_call = Some(now);
+        self.failure(policy, now)
     }
 
     /// A call that answered in time (and, when hedged, first).
@@ -164,6 +183,21 @@ mod tests {
             e.failure(&p, t0),
             Change::Ejected(Duration::from_secs(5)),
             "a success after the return resets the back-off"
+        );
+    }
+
+    #[test]
+    fn slow_calls_count_once_per_gap() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut e = Ejection::default();
+        for _ in 0..10 {
+            assert_eq!(e.slow_call(&p, t0), Change::None, "one hiccup");
+        }
+        assert_eq!(e.slow_call(&p, t0 + SLOW_EVIDENCE_GAP), Change::None);
+        assert_eq!(
+            e.slow_call(&p, t0 + SLOW_EVIDENCE_GAP * 2),
+            Change::Ejected(Duration::from_secs(5)),
+            "slow for two seconds on end"
         );
     }
 

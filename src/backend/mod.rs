@@ -198,10 +198,23 @@ impl Backend {
         self.latency.lock().ok().and_then(|w| w.p95())
     }
 
-    /// A call that failed, timed out or lost to a hedge: counts towards ejection.
+    /// A call that failed or timed out: counts towards ejection.
     pub fn record_failure(&self) {
+        self.ejection_change(|e, policy, now| e.failure(policy, now));
+    }
+
+    /// A call still unanswered past its hedge delay: slowness evidence
+    /// towards ejection.
+    pub fn record_slow(&self) {
+        self.ejection_change(|e, policy, now| e.slow_call(policy, now));
+    }
+
+    fn ejection_change(
+        &self,
+        apply: impl FnOnce(&mut Ejection, &EjectionPolicy, Instant) -> Change,
+    ) {
         let change = match self.ejection.lock() {
-            Ok(mut e) => e.failure(&self.policy, Instant::now()),
+            Ok(mut e) => apply(&mut e, &self.policy, Instant::now()),
             Err(_) => Change::None,
         };
         if let Change::Ejected(period) = change {

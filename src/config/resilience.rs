@@ -45,7 +45,8 @@ pub struct SlowNodesConfig {
     /// Hedge calls allowed, in percent of search calls over the last 10 s
     /// (plus a floor of 1 per second); 0 disables hedging.
     pub hedge_budget_percent: u32,
-    /// Consecutive failed or timed-out (or out-hedged) calls that eject a
+    /// Consecutive failed or timed-out calls (calls still unanswered past
+    /// their hedge delay count at most once per 300 ms) that eject a
     /// read-only node; 0 disables passive ejection.
     pub eject_after_failures: u32,
     /// How long an ejected node stays out before probes may bring it back;

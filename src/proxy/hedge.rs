@@ -7,7 +7,8 @@
 //! is known to be down or ejected. The first complete answer wins and the
 //! other call is dropped (cancelled). Every read-only node reads every file
 //! (shared storage), so the answer is the same whichever node gives it. A
-//! node that loses to a hedge counts a failure towards its ejection.
+//! node still silent past its hedge delay counts a failure towards its
+//! ejection (at most one per 300 ms: see `backend::health::SLOW_EVIDENCE_GAP`).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -99,6 +100,11 @@ impl Cluster {
                 }
                 () = tokio::time::sleep(wait) => {}
             }
+            // Still no answer past the delay: slowness evidence (counted at
+            // most once per SLOW_EVIDENCE_GAP), which may eject the node.
+            if let Some(b) = backend {
+                b.record_slow();
+            }
             if !backend.is_some_and(|b| b.is_healthy()) {
                 break Second::NodeDown;
             }
@@ -121,12 +127,7 @@ impl Cluster {
                 Err(NodeFailure::Unreachable(_)) => others.await,
             },
             result = &mut others => match result {
-                Ok(hits) => {
-                    if let Some(b) = backend {
-                        b.record_failure();
-                    }
-                    Ok(hits)
-                }
+                Ok(hits) => Ok(hits),
                 Err(e) => match primary.await {
                     Ok(hits) => Ok(vec![hits]),
                     Err(NodeFailure::Milvus(e)) => Err(e),
