@@ -7,8 +7,10 @@
 //! the metadata schema (`meta`), validation and the merge with the proxy.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access;
 pub mod backend;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod discovery;
 pub mod error_text;
@@ -22,6 +24,7 @@ pub mod proxy;
 pub mod ring;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod topology;
 pub mod trace;
 pub mod types;

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use tracing::Instrument;
 
 use self::health::{Change, Ejection, EjectionPolicy, LatencyWindow};
-use crate::proxy::deadline;
+use crate::deadline;
 
 use crate::config::Config;
 use crate::ring::Ring;
@@ -554,8 +554,8 @@ mod tests {
         let held = node.slot("Search", None).await.expect("a free slot");
         let deadline = tokio::time::Instant::now() + Duration::from_millis(100);
         let started = Instant::now();
-        let waited = crate::proxy::deadline::within(deadline, async {
-            let timeout = crate::proxy::deadline::backend_timeout(None);
+        let waited = crate::deadline::within(deadline, async {
+            let timeout = crate::deadline::backend_timeout(None);
             node.slot("Search", timeout).await
         })
         .await;
@@ -569,7 +569,7 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let cut = tokio::time::timeout_at(
             deadline,
-            crate::proxy::deadline::within(deadline, node.slot("Search", None)),
+            crate::deadline::within(deadline, node.slot("Search", None)),
         )
         .await;
         assert!(cut.is_err());

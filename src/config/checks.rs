@@ -118,7 +118,11 @@ impl Config {
                 report(key, "must be greater than 0".to_string());
             }
         }
-        if let Err(message) = crate::proxy::access::AccessPolicy::from_config(&self.access) {
+        if let Err(message) = crate::access::AccessPolicy::new(
+            self.access.read_only,
+            &self.access.deny,
+            &self.access.allow_networks,
+        ) {
             let key = if message.starts_with("access.deny") {
                 "access.deny"
             } else {
@@ -180,8 +184,10 @@ impl Config {
         if tls.reload_interval.is_zero() {
             report("tls.reload_interval", "must be greater than 0".to_string());
         }
-        if let Some(files) = crate::proxy::tls::TlsFiles::from_config(tls) {
-            if let Err(message) = crate::proxy::tls::server_config(&files) {
+        if let Some(files) =
+            crate::tls::TlsFiles::from_paths(&tls.cert_file, &tls.key_file, &tls.client_ca_file)
+        {
+            if let Err(message) = crate::tls::server_config(&files) {
                 report("tls.cert_file", message);
             }
         }

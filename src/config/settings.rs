@@ -174,27 +174,15 @@ pub struct TopologyConfig {
     pub stale_after: Duration,
 }
 
-impl TopologyConfig {
-    /// The topology's own settings from this section.
-    pub fn settings(&self) -> crate::topology::TopologySettings {
-        crate::topology::TopologySettings {
-            negative_cache_ttl: self.negative_cache_ttl,
-            read_timeout: self.read_timeout,
-            max_retry_interval: self.max_retry_interval,
-            stale_after: self.stale_after,
-        }
-    }
-}
-
 impl Default for TopologyConfig {
     fn default() -> Self {
-        let settings = crate::topology::TopologySettings::default();
+        // The same defaults as `topology::TopologySettings::default()`.
         TopologyConfig {
             refresh_interval: Duration::from_millis(300),
-            negative_cache_ttl: settings.negative_cache_ttl,
-            read_timeout: settings.read_timeout,
-            max_retry_interval: settings.max_retry_interval,
-            stale_after: settings.stale_after,
+            negative_cache_ttl: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(5),
+            max_retry_interval: Duration::from_secs(2),
+            stale_after: Duration::from_secs(5),
         }
     }
 }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::NodeSink;
 use crate::config::DiscoveryConfig;
-use crate::proxy::reload::Reconfigurer;
 
 const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -172,7 +172,7 @@ impl KubeClient {
 pub fn spawn_poller(
     client: KubeClient,
     config: DiscoveryConfig,
-    reconfigurer: Arc<Reconfigurer>,
+    reconfigurer: Arc<dyn NodeSink>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(config.poll_interval);
@@ -190,7 +190,7 @@ pub fn spawn_poller(
             if last.as_ref() == Some(&found) {
                 continue;
             }
-            match reconfigurer.set_discovered(found.clone()) {
+            match reconfigurer.apply_discovered(found.clone()) {
                 Ok(_) => last = Some(found),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "discovered nodes not applied"),
             }

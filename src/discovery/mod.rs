@@ -9,12 +9,19 @@ pub mod kubernetes;
 use std::sync::Arc;
 
 use crate::config::{DiscoveryConfig, DiscoveryMode};
-use crate::proxy::reload::Reconfigurer;
+
+/// Where discovered read-only nodes go: the proxy applies them like a live
+/// reload (`proxy::reload::Reconfigurer`). A trait, so discovery does not
+/// depend on the proxy.
+pub trait NodeSink: Send + Sync + 'static {
+    /// Makes `readonly` the read-only nodes in effect.
+    fn apply_discovered(&self, readonly: Vec<String>) -> anyhow::Result<()>;
+}
 
 /// Starts the discovery `config` asks for, if any.
 pub fn spawn(
     config: &DiscoveryConfig,
-    reconfigurer: Arc<Reconfigurer>,
+    reconfigurer: Arc<dyn NodeSink>,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     match config.mode {
         DiscoveryMode::Static => Ok(None),

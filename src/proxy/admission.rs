@@ -18,7 +18,7 @@ use tower::limit::ConcurrencyLimit;
 use tower::load_shed::LoadShed;
 use tower::{Service, ServiceExt};
 
-use super::deadline::{is_search, method_of};
+use crate::deadline::{is_search, method_of};
 use crate::telemetry::Metrics;
 
 /// Bytes of one (id, distance) pair in a search reply.

@@ -22,9 +22,7 @@ use crate::wire::{ErrorCode, ReLoadSegmentsParam, Status};
 macro_rules! client_call {
     ($rpc:ident) => {
         |mut client: $crate::backend::Client, request| async move {
-            client
-                .$rpc($crate::proxy::deadline::outgoing(request))
-                .await
+            client.$rpc($crate::deadline::outgoing(request)).await
         }
     };
 }
@@ -183,8 +181,7 @@ impl Cluster {
             };
             let status = backend
                 .call("ReloadSegments", self.request_timeout, |mut c| async move {
-                    c.reload_segments(crate::proxy::deadline::outgoing(request))
-                        .await
+                    c.reload_segments(crate::deadline::outgoing(request)).await
                 })
                 .await
                 .map_err(|e| e.to_milvus())?;

@@ -11,12 +11,10 @@
 //! (gRPC health, `/readyz`), `reload` applies configuration changes live,
 //! `admin` answers `conn_stats` and the `/admin/...` endpoints.
 
-pub mod access;
 pub mod admin;
 pub mod admission;
 mod cluster;
 mod cmd;
-pub mod deadline;
 mod forward;
 pub mod health;
 mod hedge;
@@ -27,7 +25,6 @@ pub mod route;
 pub mod rpc_metrics;
 mod search;
 pub mod service;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,19 +37,20 @@ use tokio::task::JoinHandle;
 
 use tower::Layer;
 
-use self::access::{Access, AccessPolicy};
 use self::admission::SearchAdmission;
-use self::deadline::{DeadlineLayer, Deadlines, Defaults};
 use self::health::Health;
 use self::raw_insert::{InsertPassthrough, RawInsert};
 use self::reload::{LogLevelSetter, Reconfigurer};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
+use crate::access::{Access, AccessPolicy};
 use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
 use crate::config::Config;
+use crate::deadline::{DeadlineLayer, Deadlines, Defaults};
 use crate::meta::{MetaStore, MetaUri};
 use crate::telemetry::{self, Metrics};
+use crate::tls;
 use crate::topology::Topology;
 use crate::wire::milvus_service_server::MilvusServiceServer;
 
@@ -139,9 +137,14 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let topology = Arc::new(Topology::with_settings(
         meta,
         metrics.clone(),
-        config.topology.settings(),
+        (&config.topology).into(),
     ));
-    let access = AccessPolicy::from_config(&config.access).map_err(anyhow::Error::msg)?;
+    let access = AccessPolicy::new(
+        config.access.read_only,
+        &config.access.deny,
+        &config.access.allow_networks,
+    )
+    .map_err(anyhow::Error::msg)?;
     if let Err(e) = topology.refresh().await {
         // Serve anyway: searches report the metadata error until it recovers.
         tracing::warn!(error = %e.reason, "first topology snapshot failed");
@@ -188,7 +191,11 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         let _ = grpc_stop.wait_for(|s| *s).await;
     };
     let mut tls_reloader = None;
-    let server = match tls::TlsFiles::from_config(&config.tls) {
+    let server = match tls::TlsFiles::from_paths(
+        &config.tls.cert_file,
+        &config.tls.key_file,
+        &config.tls.client_ca_file,
+    ) {
         None => tokio::spawn(async move {
             crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
                 .await

@@ -236,6 +236,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl crate::discovery::NodeSink for Reconfigurer {
+    fn apply_discovered(&self, readonly: Vec<String>) -> anyhow::Result<()> {
+        self.set_discovered(readonly).map(|_| ())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -126,7 +126,7 @@ impl Cluster {
         };
         let reply = backend
             .call("SearchInFiles", self.search_timeout, |mut c| async move {
-                c.search_in_files(super::deadline::outgoing(request)).await
+                c.search_in_files(crate::deadline::outgoing(request)).await
             })
             .await
             .map_err(|e| NodeFailure::Unreachable(e.to_milvus()))?;

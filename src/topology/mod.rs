@@ -145,6 +145,18 @@ impl Default for TopologySettings {
     }
 }
 
+impl From<&crate::config::TopologyConfig> for TopologySettings {
+    /// The settings of a `[topology]` section.
+    fn from(config: &crate::config::TopologyConfig) -> Self {
+        TopologySettings {
+            negative_cache_ttl: config.negative_cache_ttl,
+            read_timeout: config.read_timeout,
+            max_retry_interval: config.max_retry_interval,
+            stale_after: config.stale_after,
+        }
+    }
+}
+
 /// Why the topology read the database, for the read counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReadCause {
@@ -527,6 +539,12 @@ mod tests {
             metric_type: metric,
             ..row(0, name, owner, tag)
         }
+    }
+
+    #[test]
+    fn config_defaults_are_the_topology_defaults() {
+        let config = crate::config::TopologyConfig::default();
+        assert_eq!(TopologySettings::from(&config), TopologySettings::default());
     }
 
     #[test]

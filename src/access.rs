@@ -20,7 +20,6 @@ use prost::Message;
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::transport::server::TcpConnectInfo;
 
-use crate::config::AccessConfig;
 use crate::grpc::RawCodec;
 use crate::telemetry::Metrics;
 use crate::wire::{ErrorCode, Status};
@@ -147,14 +146,18 @@ pub struct AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// The policy of a checked `[access]` section; the error names the bad entry.
-    pub fn from_config(config: &AccessConfig) -> Result<AccessPolicy, String> {
-        let networks = config
-            .allow_networks
+    /// The policy of an `[access]` section (`read_only`, `deny`,
+    /// `allow_networks`); the error names the bad entry.
+    pub fn new(
+        read_only: bool,
+        deny: &[String],
+        allow_networks: &[String],
+    ) -> Result<AccessPolicy, String> {
+        let networks = allow_networks
             .iter()
             .map(|text| parse_network(text))
             .collect::<Result<Vec<_>, _>>()?;
-        for rpc in &config.deny {
+        for rpc in deny {
             if !is_rpc_name(rpc) {
                 return Err(format!(
                     "access.deny: {rpc:?} is not a Milvus RPC name (e.g. \"DropCollection\")"
@@ -162,8 +165,8 @@ impl AccessPolicy {
             }
         }
         Ok(AccessPolicy {
-            read_only: config.read_only,
-            denied: config.deny.iter().cloned().collect(),
+            read_only,
+            denied: deny.iter().cloned().collect(),
             networks,
         })
     }
@@ -360,13 +363,12 @@ mod tests {
     use super::*;
     use crate::wire::{BoolReply, TopKQueryResult};
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     fn policy(read_only: bool, deny: &[&str], nets: &[&str]) -> AccessPolicy {
-        AccessPolicy::from_config(&AccessConfig {
-            read_only,
-            deny: deny.iter().map(|s| s.to_string()).collect(),
-            allow_networks: nets.iter().map(|s| s.to_string()).collect(),
-        })
-        .unwrap()
+        AccessPolicy::new(read_only, &strings(deny), &strings(nets)).unwrap()
     }
 
     #[test]
@@ -402,7 +404,7 @@ mod tests {
 
     #[test]
     fn open_by_default() {
-        let p = AccessPolicy::from_config(&AccessConfig::default()).unwrap();
+        let p = AccessPolicy::new(false, &[], &[]).unwrap();
         assert!(p.is_open());
         assert_eq!(p.check("DropCollection", None), Ok(()));
     }
@@ -440,12 +442,7 @@ mod tests {
     #[test]
     fn bad_entries_are_config_errors() {
         let bad = |deny: &[&str], nets: &[&str]| {
-            AccessPolicy::from_config(&AccessConfig {
-                read_only: false,
-                deny: deny.iter().map(|s| s.to_string()).collect(),
-                allow_networks: nets.iter().map(|s| s.to_string()).collect(),
-            })
-            .unwrap_err()
+            AccessPolicy::new(false, &strings(deny), &strings(nets)).unwrap_err()
         };
         assert!(bad(&["dropcollection"], &[]).contains("not a Milvus RPC"));
         assert!(bad(&[], &["10.0.0.0/33"]).contains("not a network"));

@@ -25,8 +25,6 @@ use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use crate::config::TlsConfig;
-
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,13 +38,13 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// The files of `[tls]`, or None when TLS is off (no `cert_file`).
-    pub fn from_config(config: &TlsConfig) -> Option<TlsFiles> {
-        (!config.cert_file.trim().is_empty()).then(|| TlsFiles {
-            cert: PathBuf::from(&config.cert_file),
-            key: PathBuf::from(&config.key_file),
-            client_ca: (!config.client_ca_file.trim().is_empty())
-                .then(|| PathBuf::from(&config.client_ca_file)),
+    /// The files of `[tls]` (`cert_file`, `key_file`, `client_ca_file`),
+    /// or None when TLS is off (no `cert_file`).
+    pub fn from_paths(cert_file: &str, key_file: &str, client_ca_file: &str) -> Option<TlsFiles> {
+        (!cert_file.trim().is_empty()).then(|| TlsFiles {
+            cert: PathBuf::from(cert_file),
+            key: PathBuf::from(key_file),
+            client_ca: (!client_ca_file.trim().is_empty()).then(|| PathBuf::from(client_ca_file)),
         })
     }
 
