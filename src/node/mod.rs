@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod index;
 pub mod scan;
 pub mod segment;
 pub mod service;
