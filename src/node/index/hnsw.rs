@@ -199,7 +199,7 @@ impl HnswIndex {
 
     /// Reads the body for `header`, checking every level, count and
     /// neighbour against the graph's bounds.
-    pub fn read_body(header: Header, r: &mut Reader) -> Result<Self, IndexError> {
+    pub fn read_body(header: Header, r: &mut Reader<'_>) -> Result<Self, IndexError> {
         let Header { dim, rows, .. } = header;
         let m = r.u32("M")? as usize;
         if !M_RANGE.contains(&m) {

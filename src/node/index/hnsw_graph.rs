@@ -134,7 +134,7 @@ impl Graph {
     }
 
     /// Greedy descent (one candidate) from `from` down to `to + 1`.
-    pub fn descend(&self, query: Query, mut cur: Scored, from: usize, to: usize) -> Scored {
+    pub fn descend(&self, query: Query<'_>, mut cur: Scored, from: usize, to: usize) -> Scored {
         for level in (to + 1..=from).rev() {
             let mut moved = true;
             while moved {
@@ -155,7 +155,7 @@ impl Graph {
     /// that `accept` rejects are walked through but not returned.
     pub fn search_layer(
         &self,
-        query: Query,
+        query: Query<'_>,
         start: Scored,
         ef: usize,
         level: usize,
@@ -196,7 +196,7 @@ impl Graph {
 
     pub fn insert(
         &mut self,
-        space: Space,
+        space: Space<'_>,
         node: u32,
         ef_construction: usize,
         visited: &mut Visited,
@@ -229,7 +229,7 @@ impl Graph {
     }
 
     /// Adds `node` to `neighbour`'s list, re-pruning it when full.
-    fn link_back(&mut self, space: Space, neighbour: u32, node: u32, level: usize) {
+    fn link_back(&mut self, space: Space<'_>, neighbour: u32, node: u32, level: usize) {
         let links = self.links(neighbour, level);
         if links.len() < self.capacity(level) {
             let extended: Vec<u32> = links.iter().copied().chain([node]).collect();
@@ -251,7 +251,7 @@ impl Graph {
 /// The heuristic neighbour selection over `candidates` sorted nearest first:
 /// all of them when they fit, else each in turn unless it is nearer to one
 /// already chosen than to the base point.
-fn select_neighbours(space: Space, candidates: &[Scored], max: usize) -> Vec<Scored> {
+fn select_neighbours(space: Space<'_>, candidates: &[Scored], max: usize) -> Vec<Scored> {
     if candidates.len() <= max {
         return candidates.to_vec();
     }

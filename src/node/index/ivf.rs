@@ -229,7 +229,7 @@ impl IvfIndex {
 
     /// Reads the body for `header`, checking that the lists hold every row
     /// exactly once.
-    pub fn read_body(header: Header, r: &mut Reader) -> Result<Self, IndexError> {
+    pub fn read_body(header: Header, r: &mut Reader<'_>) -> Result<Self, IndexError> {
         let Header { dim, rows, .. } = header;
         let sq8 = header.kind == EngineType::IvfSq8;
         let nlist = r.u32("nlist")? as usize;

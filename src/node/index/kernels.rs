@@ -29,6 +29,7 @@ impl Metric {
                 // SAFETY: `avx2_available` confirmed AVX2 on this CPU. The body
                 // is the portable code (no FMA contraction), so the value is
                 // the same; only the register width changes.
+                #[allow(unsafe_code, reason = "AVX2 kernel call, guarded by runtime detection")]
                 return unsafe { avx2::key(self, a, b) };
             }
         }
@@ -90,6 +91,7 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
+    #[allow(unsafe_code, reason = "target_feature functions are unsafe to call")]
     pub(super) unsafe fn key(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
         super::key_portable(metric, a, b)
     }
