@@ -10,6 +10,8 @@
 mod collections;
 mod ids;
 mod indexing;
+#[cfg(test)]
+mod indexing_tests;
 mod maintenance;
 mod search;
 mod writes;
