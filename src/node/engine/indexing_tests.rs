@@ -262,11 +262,13 @@ async fn ivf_sq8_builds_searches_and_drops() {
     .await;
 }
 
+/// efConstruction 40 keeps the debug build short (efConstruction 200 took
+/// 5 min in debug on a loaded 2-core machine, for recall@10 0.976 at ef 64).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hnsw_builds_searches_and_drops() {
     check_index(
         11,
-        json!({"M": 16, "efConstruction": 200}),
+        json!({"M": 16, "efConstruction": 40}),
         json!({"ef": 64}),
         "HNSW",
         0.8,
