@@ -201,11 +201,14 @@ impl VectorIndex {
     }
 
     pub fn metric(&self) -> MetricType {
+        self.kernel_metric().into()
+    }
+
+    fn kernel_metric(&self) -> Metric {
         match self {
             VectorIndex::Ivf(index) => index.metric(),
             VectorIndex::Hnsw(index) => index.metric(),
         }
-        .into()
     }
 
     pub fn dim(&self) -> usize {
@@ -245,7 +248,7 @@ impl VectorIndex {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = Header {
             kind: self.engine_type(),
-            metric: float_metric(self.metric()).unwrap_or(Metric::L2),
+            metric: self.kernel_metric(),
             dim: self.dim(),
             rows: self.rows(),
         };
