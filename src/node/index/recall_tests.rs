@@ -438,14 +438,13 @@ fn process_cpu_seconds() -> Option<f64> {
 fn timed_build(spec: IndexSpec, metric: MetricType, dim: usize, data: &[f32]) -> VectorIndex {
     let (wall, cpu) = (Instant::now(), process_cpu_seconds());
     let index = build(spec, metric, dim, data).unwrap();
-    let cpu = process_cpu_seconds()
-        .zip(cpu)
-        .map(|(after, before)| after - before);
+    let wall = wall.elapsed();
+    let cpu = match process_cpu_seconds().zip(cpu) {
+        Some((after, before)) => format!("{:.1} s CPU", after - before),
+        None => "CPU time unknown".to_string(),
+    };
     let size = index.to_bytes().len() as f64 / 1e6;
-    eprintln!(
-        "{spec:?} {metric}: built in {:.1?} wall, {cpu:.1?} s CPU; file {size:.1} MB",
-        wall.elapsed()
-    );
+    eprintln!("{spec:?} {metric}: built in {wall:.1?} wall, {cpu}; file {size:.1} MB");
     index
 }
 
@@ -473,8 +472,8 @@ fn recall_20k_x_32() {
         (MetricType::Ip, true, sq8, vec![(ivf(16), 0.78)]), // Faiss 0.837
         // hnswlib 0.924 / 0.983, Faiss 0.947 / 0.995
         (MetricType::L2, false, hnsw_spec, vec![(hnsw(64), 0.90), (hnsw(128), 0.96)]),
-        // Faiss 0.955 / 0.997
-        (MetricType::Ip, true, hnsw_spec, vec![(hnsw(64), 0.0), (hnsw(128), 0.0)]),
+        // hnswlib 0.932 / 0.987, Faiss 0.955 / 0.997
+        (MetricType::Ip, true, hnsw_spec, vec![(hnsw(64), 0.90), (hnsw(128), 0.96)]),
     ];
     for (metric, sphere, spec, runs) in cases {
         let data = random_vectors(1, rows, dim, sphere);
