@@ -235,6 +235,14 @@ impl HnswIndex {
             _ => return Err(corrupt("HNSW entry point does not match the levels")),
         }
         let vectors = r.f32s(rows * dim, "vectors")?;
+        // Every level of every node has at least its count: check before the
+        // upper layers are sized by the levels.
+        let lists: usize = levels.iter().map(|&l| usize::from(l) + 1).sum();
+        if lists.saturating_mul(2) > r.remaining() {
+            return Err(corrupt(format!(
+                "{lists} neighbour lists cannot fit in the file"
+            )));
+        }
         let mut graph = Graph::empty(m, levels);
         graph.entry = entry;
         for node in 0..rows as u32 {

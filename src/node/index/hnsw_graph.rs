@@ -298,3 +298,86 @@ impl Visited {
         fresh
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(vectors: &[f32]) -> Space<'_> {
+        Space {
+            metric: Metric::L2,
+            dim: 1,
+            vectors,
+        }
+    }
+
+    #[test]
+    fn heuristic_skips_candidates_shadowed_by_a_chosen_one() {
+        // Base point at 0; rows at 1.0, 1.1 and -1.2 (keys are squared L2).
+        let vectors = [1.0f32, 1.1, -1.2];
+        let s = space(&vectors);
+        let candidates = [Scored(1.0, 0), Scored(1.21, 1), Scored(1.44, 2)];
+        // 1.1 is nearer to 1.0 than to the base: it is left out for -1.2.
+        let chosen = select_neighbours(s, &candidates, 2);
+        assert_eq!(chosen, vec![Scored(1.0, 0), Scored(1.44, 2)]);
+        // When everything fits, nothing is pruned.
+        assert_eq!(select_neighbours(s, &candidates, 3), candidates.to_vec());
+    }
+
+    #[test]
+    fn full_lists_are_re_pruned_and_unused_slots_cleared() {
+        let vectors: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let s = space(&vectors);
+        let mut graph = Graph::empty(2, vec![1; 10]);
+        graph.set_links(0, 1, [1, 2].into_iter());
+        graph.link_back(s, 0, 3, 1);
+        // Upper layers hold M = 2: seen from 0, row 1 shadows 2 and 3.
+        assert_eq!(graph.links(0, 1), &[1]);
+        assert_eq!(graph.slots(0, 1), &[1, 1, 0]);
+        // Layer 0 holds 2·M = 4, so a fourth link is simply added.
+        graph.set_links(0, 0, [1, 2, 3].into_iter());
+        graph.link_back(s, 0, 4, 0);
+        assert_eq!(graph.links(0, 0), &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn layer_search_finds_the_nearest_and_skips_rejected_nodes() {
+        // A path 0 - 1 - ... - 9 on the line.
+        let vectors: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let s = space(&vectors);
+        let mut graph = Graph::empty(2, vec![0; 10]);
+        for n in 0..10u32 {
+            let neighbours: Vec<u32> = [n.wrapping_sub(1), n + 1]
+                .into_iter()
+                .filter(|&x| x < 10)
+                .collect();
+            graph.set_links(n, 0, neighbours.into_iter());
+        }
+        let query = Query {
+            space: s,
+            vector: &[7.2],
+        };
+        let mut visited = Visited::new(10);
+        let start = Scored(query.key(0), 0);
+        let found = graph.search_layer(query, start, 2, 0, &mut visited, &|_| true);
+        assert_eq!(found.iter().map(|s| s.1).collect::<Vec<_>>(), vec![7, 8]);
+        let odd_only = |n: u32| n % 2 == 1;
+        let found = graph.search_layer(query, start, 2, 0, &mut visited, &odd_only);
+        assert_eq!(found.iter().map(|s| s.1).collect::<Vec<_>>(), vec![7, 9]);
+    }
+
+    #[test]
+    fn visited_set_clears_by_generation_and_survives_wrapping() {
+        let mut visited = Visited::new(3);
+        visited.clear();
+        assert!(visited.insert(1));
+        assert!(!visited.insert(1));
+        visited.clear();
+        assert!(visited.insert(1));
+        visited.generation = u32::MAX;
+        visited.marks[2] = 1;
+        visited.clear();
+        assert_eq!(visited.generation, 1);
+        assert!(visited.insert(2));
+    }
+}

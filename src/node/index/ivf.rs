@@ -39,6 +39,15 @@ pub struct IvfIndex {
     payload: Payload,
 }
 
+/// How the lists store their vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListEncoding {
+    /// Raw f32 vectors (IVF_FLAT).
+    Flat,
+    /// One byte per dimension (IVF_SQ8).
+    Sq8,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 enum Payload {
     /// Each list's vectors, `len × dim`.
@@ -54,7 +63,7 @@ impl IvfIndex {
     /// Trains the quantizer on `data` (row-major, `dim` per row) and fills the
     /// lists. `nlist` is lowered to the row count when there are fewer rows.
     pub fn build(
-        sq8: bool,
+        encoding: ListEncoding,
         metric: Metric,
         dim: usize,
         data: &[f32],
@@ -74,7 +83,7 @@ impl IvfIndex {
             list_rows[list as usize].push(row as i64);
         }
         let vector = |row: i64| &data[row as usize * dim..][..dim];
-        let payload = if sq8 {
+        let payload = if encoding == ListEncoding::Sq8 {
             let quantizer = ScalarQuantizer::train_residuals(dim, data, &centroids, &assignment);
             let codes = list_rows
                 .iter()

@@ -36,7 +36,7 @@ mod recall_tests;
 use std::cmp::Ordering;
 
 pub use hnsw::{HnswIndex, EF_CONSTRUCTION_RANGE, M_RANGE};
-pub use ivf::{IvfIndex, MAX_NLIST};
+pub use ivf::{IvfIndex, ListEncoding, MAX_NLIST};
 
 use crate::merge::TopKHits;
 use crate::node::scan::ScanError;
@@ -158,12 +158,20 @@ pub fn build(
         });
     }
     Ok(match spec {
-        IndexSpec::IvfFlat { nlist } => {
-            VectorIndex::Ivf(IvfIndex::build(false, metric, dim, rows, nlist)?)
-        }
-        IndexSpec::IvfSq8 { nlist } => {
-            VectorIndex::Ivf(IvfIndex::build(true, metric, dim, rows, nlist)?)
-        }
+        IndexSpec::IvfFlat { nlist } => VectorIndex::Ivf(IvfIndex::build(
+            ListEncoding::Flat,
+            metric,
+            dim,
+            rows,
+            nlist,
+        )?),
+        IndexSpec::IvfSq8 { nlist } => VectorIndex::Ivf(IvfIndex::build(
+            ListEncoding::Sq8,
+            metric,
+            dim,
+            rows,
+            nlist,
+        )?),
         IndexSpec::Hnsw { m, ef_construction } => {
             VectorIndex::Hnsw(HnswIndex::build(metric, dim, rows, m, ef_construction))
         }
@@ -201,11 +209,14 @@ impl VectorIndex {
     }
 
     pub fn metric(&self) -> MetricType {
+        self.kernel_metric().into()
+    }
+
+    fn kernel_metric(&self) -> Metric {
         match self {
             VectorIndex::Ivf(index) => index.metric(),
             VectorIndex::Hnsw(index) => index.metric(),
         }
-        .into()
     }
 
     pub fn dim(&self) -> usize {
@@ -245,7 +256,7 @@ impl VectorIndex {
     pub fn to_bytes(&self) -> Vec<u8> {
         let header = Header {
             kind: self.engine_type(),
-            metric: float_metric(self.metric()).unwrap_or(Metric::L2),
+            metric: self.kernel_metric(),
             dim: self.dim(),
             rows: self.rows(),
         };
