@@ -30,6 +30,7 @@ on_both_databases!(
     writer_down,
     metric_type_override,
     set_config_reaches_every_node,
+    index_build_and_drop_during_search,
 );
 
 /// Searches with nq 1 and 5 and topk 1, 10 and more than the rows, each
@@ -829,5 +830,122 @@ async fn set_config_reaches_every_node(kind: MetaKind) {
         reason.contains(&down.to_string()),
         "names the node: {reason}"
     );
+    cluster.stop().await;
+}
+
+/// An IVF_FLAT index is built and then dropped while 8 clients search
+/// through the proxy: the RAW -> INDEX swaps (and back) never fail a search
+/// nor show a row twice (a raw file and its index are never both searched),
+/// ShowCollectionInfo names the index per segment, and after the drop the
+/// answers are exact again.
+async fn index_build_and_drop_during_search(kind: MetaKind) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let cluster = Cluster::start(&kind).await;
+    let mut source = VectorSource::new(4096);
+    let mut collection = cluster.collection("indexing", 16, L2).await;
+    let rows = collection.fill(&mut source, 2, 5000).await;
+    let searches = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let mut client = collection.client.clone();
+        let name = collection.name.clone();
+        let (searches, stop) = (searches.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut source = VectorSource::new(500 + worker);
+            let started = Instant::now();
+            let mut done = 0;
+            while !stop.load(Ordering::Relaxed)
+                && done < 2000
+                && started.elapsed() < Duration::from_secs(240)
+            {
+                let queries = source.floats(2, 16);
+                let param = search_param(&name, &[], &queries, 20, r#"{"nprobe": 16}"#);
+                let reply = grpc_ok("Search", client.search(param).await);
+                assert_ok(&format!("worker {worker} search {done}"), &reply.status);
+                let ids = &reply.ids;
+                assert_eq!(ids.len(), 2 * 20, "worker {worker}: full rows");
+                for row in ids.chunks(20) {
+                    let unique: HashSet<_> = row.iter().collect();
+                    assert_eq!(unique.len(), 20, "worker {worker}: duplicated ids {row:?}");
+                    assert!(row.iter().all(|id| *id >= 0));
+                }
+                done += 1;
+                searches.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Each phase waits (bounded) for a few more searches to land in it.
+    let wait_for_searches = |more: usize| {
+        let searches = searches.clone();
+        async move {
+            let target = searches.load(Ordering::Relaxed) + more;
+            let started = Instant::now();
+            while searches.load(Ordering::Relaxed) < target
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let index_names = |mut client: Client| async move {
+        let info = grpc_ok(
+            "ShowCollectionInfo",
+            client
+                .show_collection_info(CollectionName {
+                    collection_name: "indexing".to_string(),
+                })
+                .await,
+        );
+        assert_ok("ShowCollectionInfo", &info.status);
+        let json: serde_json::Value = serde_json::from_str(&info.json_info).unwrap();
+        json["partitions"][0]["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["index_name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    wait_for_searches(16).await;
+    let mut client = collection.client.clone();
+    let status = grpc_ok(
+        "CreateIndex",
+        client
+            .create_index(IndexParam {
+                status: None,
+                collection_name: "indexing".to_string(),
+                index_type: 2,
+                extra_params: vec![KeyValuePair {
+                    key: "params".to_string(),
+                    value: r#"{"nlist": 16}"#.to_string(),
+                }],
+            })
+            .await,
+    );
+    assert_status_ok("CreateIndex IVF_FLAT", &status);
+    // Synchronous: both 5000-row files are indexed when it answers.
+    assert_eq!(index_names(client.clone()).await, vec!["IVFFLAT"; 2]);
+    wait_for_searches(40).await;
+    let status = grpc_ok(
+        "DropIndex",
+        client
+            .drop_index(CollectionName {
+                collection_name: "indexing".to_string(),
+            })
+            .await,
+    );
+    assert_status_ok("DropIndex", &status);
+    assert_eq!(index_names(client.clone()).await, vec!["IDMAP"; 2]);
+    wait_for_searches(40).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("search worker");
+    }
+    assert!(searches.load(Ordering::Relaxed) >= 96, "the load ran");
+    // Raw files again: exact answers once the proxy sees them.
+    let queries = source.floats(3, 16);
+    collection
+        .expect_search("after DropIndex", &rows, &queries, 10)
+        .await;
     cluster.stop().await;
 }

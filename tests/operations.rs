@@ -101,7 +101,10 @@ async fn writer_down_is_degraded_read_serving_write_not_serving() {
     let (code, body) = http_get(http, "/readyz").await;
     assert_eq!(
         (code, body.as_str()),
-        (200, r#"{"read":"SERVING","state":"ok","write":"SERVING"}"#)
+        (
+            200,
+            r#"{"metadata":"fresh","read":"SERVING","state":"ok","write":"SERVING"}"#
+        )
     );
 
     // conn_stats: every node, its role, and the files the ring gives the readers.
@@ -153,7 +156,7 @@ async fn writer_down_is_degraded_read_serving_write_not_serving() {
     assert_eq!(code, 200, "writer down is degraded, not unready");
     assert_eq!(
         body,
-        r#"{"read":"SERVING","state":"degraded","write":"NOT_SERVING"}"#
+        r#"{"metadata":"fresh","read":"SERVING","state":"degraded","write":"NOT_SERVING"}"#
     );
     assert_eq!(metric(http, "mishards_write_available").await, Some(0.0));
     assert_eq!(metric(http, "mishards_read_available").await, Some(1.0));

@@ -263,6 +263,116 @@ impl MetaStore {
             .await?;
         Ok(())
     }
+
+    // ---- Index files (Milvus' NEW_INDEX -> INDEX, RAW <-> BACKUP) -----------
+
+    /// Publishes a finished index build in one transaction: the NEW_INDEX row
+    /// `index_id` becomes INDEX (with `file_size` and the raw file's current
+    /// live row count) and the raw file `raw_id` becomes BACKUP, so a search
+    /// sees exactly one of them. Returns false, changing nothing, when the raw
+    /// file is no longer RAW/TO_INDEX (merged, compacted or dropped meanwhile)
+    /// or the index row is no longer NEW_INDEX (the index was dropped).
+    pub async fn swap_in_index(
+        &self,
+        index_id: i64,
+        raw_id: i64,
+        file_size: i64,
+    ) -> MetaResult<bool> {
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let raw = sqlx::query("SELECT file_type, row_count FROM TableFiles WHERE id = ?")
+            .bind(raw_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(raw) = raw else {
+            return Ok(false);
+        };
+        let raw_type: i32 = raw.try_get("file_type")?;
+        let row_count: i64 = raw.try_get("row_count")?;
+        if raw_type != FileType::Raw as i32 && raw_type != FileType::ToIndex as i32 {
+            return Ok(false);
+        }
+        let published = sqlx::query(
+            "UPDATE TableFiles SET file_type = ?, file_size = ?, row_count = ?, updated_time = ? \
+             WHERE id = ? AND file_type = ?",
+        )
+        .bind(FileType::Index as i32)
+        .bind(file_size)
+        .bind(row_count)
+        .bind(now)
+        .bind(index_id)
+        .bind(FileType::NewIndex as i32)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if published != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE TableFiles SET file_type = ?, updated_time = ? WHERE id = ?")
+            .bind(FileType::Backup as i32)
+            .bind(now)
+            .bind(raw_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Drops the index files of `table_ids` in one transaction (Milvus'
+    /// DropCollectionIndex): INDEX and NEW_INDEX rows become TO_DELETE and
+    /// each INDEX row's BACKUP raw file becomes RAW again, with the index
+    /// row's live row count (deletes were recorded on the index row).
+    /// Returns the rows dropped.
+    pub async fn drop_index_files(&self, table_ids: &[String]) -> MetaResult<Vec<FileRow>> {
+        if table_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_micros();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM TableFiles WHERE file_type IN (?, ?) AND table_id IN ({}) ORDER BY id",
+            placeholders(table_ids.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(FileType::Index as i32)
+            .bind(FileType::NewIndex as i32);
+        for t in table_ids {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        let dropped = rows
+            .iter()
+            .map(file_from_row)
+            .collect::<MetaResult<Vec<_>>>()?;
+        for f in dropped.iter().filter(|f| f.kind() == Some(FileType::Index)) {
+            sqlx::query(
+                "UPDATE TableFiles SET file_type = ?, row_count = ?, updated_time = ? \
+                 WHERE table_id = ? AND segment_id = ? AND file_type = ?",
+            )
+            .bind(FileType::Raw as i32)
+            .bind(f.row_count)
+            .bind(now)
+            .bind(&f.table_id)
+            .bind(&f.segment_id)
+            .bind(FileType::Backup as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let ids: Vec<i64> = dropped.iter().map(|f| f.id).collect();
+        mark_to_delete(&mut tx, &ids, now).await?;
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
+    /// Rows of the given type in every table (startup: abandoned NEW_INDEX builds).
+    pub async fn files_of_type(&self, file_type: FileType) -> MetaResult<Vec<FileRow>> {
+        let sql = format!("SELECT {FILE_COLUMNS} FROM TableFiles WHERE file_type = ?");
+        let rows = sqlx::query(&sql)
+            .bind(file_type as i32)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(file_from_row).collect()
+    }
 }
 
 async fn insert_file_row(

@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod index;
 pub mod runtime_config;
 pub mod scan;
 pub mod segment;
@@ -111,6 +112,13 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
         ),
         Err(e) => anyhow::bail!("cannot recover the data directory: {}", e.reason),
     }
+    if opts.role == Role::Writable {
+        match engine.retire_interrupted_builds().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(retired = n, "retired index builds a crash interrupted"),
+            Err(e) => anyhow::bail!("cannot retire interrupted index builds: {}", e.reason),
+        }
+    }
     let (listener, addr) = crate::grpc::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
@@ -142,6 +150,15 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
                 }
             }));
         }
+        background.push(every(
+            Duration::from_secs(1),
+            engine.clone(),
+            |e| async move {
+                if let Err(err) = e.build_indexes(None).await {
+                    tracing::warn!(error = %err.reason, "background index build failed");
+                }
+            },
+        ));
         background.push(every(
             Duration::from_secs(1),
             engine.clone(),

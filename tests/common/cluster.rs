@@ -251,7 +251,9 @@ impl ClusterBuilder {
             .collect();
         let mut config = proxy_config(&meta_uri, &writer.addr.to_string(), reader_addrs);
         config.backends.connect_timeout = Duration::from_secs(1);
-        config.backends.request_timeout = Duration::from_secs(20);
+        // CreateIndex answers once its indexes are built (as in Milvus):
+        // slow in debug builds on a loaded machine.
+        config.backends.request_timeout = Duration::from_secs(120);
         config.backends.search_timeout = Duration::from_secs(20);
         config.topology.refresh_interval = Duration::from_millis(100);
         let proxy = proxy::start(config).await.expect("proxy starts");

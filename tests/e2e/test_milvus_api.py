@@ -534,6 +534,45 @@ def test_create_index_and_get_index_info(target):
     assert_search_matches(results, queries, dataset, MetricType.L2, 10)
 
 
+def segment_index_names(client, name):
+    status, stats = client.get_collection_stats(name)
+    assert_ok(status)
+    default = [p for p in stats["partitions"] if p["tag"] == "_default"]
+    return sorted(s["index_name"] for s in default[0]["segments"] or [])
+
+
+def test_create_index_builds_big_segments_and_drop_index_returns_to_idmap(target):
+    """Segments of >= 4096 rows are indexed before create_index answers (Milvus'
+    BUILD_INDEX_THRESHOLD); the stats name the index per segment."""
+    client = target.client
+    rng = random.Random(4096)
+    name = new_collection(target, MetricType.L2)
+    dataset = load_in_batches(target, name, rng, batches=2, rows=4100)
+    dataset.update(load_in_batches(target, name, rng, batches=1, rows=50))  # too small: raw
+    assert segment_index_names(client, name) == ["IDMAP"] * 3
+
+    assert_ok(client.create_index(name, IndexType.IVF_FLAT, {"nlist": 16}))
+    target.settle()
+    assert segment_index_names(client, name) == ["IDMAP", "IVFFLAT", "IVFFLAT"]
+    assert count(client, name) == 8250
+
+    # nprobe == nlist probes every list of IVF_FLAT: the answer is exact.
+    queries = queries_from(rng, dataset)
+    results = search(client, name, queries, 10, params={"nprobe": 16})
+    assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+    # A stored vector finds itself first, even probing a single list.
+    results = search(client, name, queries[:2], 10, params={"nprobe": 1})
+    for query, row in zip(queries[:2], results):
+        assert dataset[row[0].id] == query and row[0].distance < 1e-4
+
+    assert_ok(client.drop_index(name))
+    target.settle()
+    assert segment_index_names(client, name) == ["IDMAP"] * 3
+    assert count(client, name) == 8250
+    results = search(client, name, queries, 10)
+    assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+
+
 def test_ivf_search_needs_nprobe(target):
     client = target.client
     rng = random.Random(54)

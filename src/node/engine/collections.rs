@@ -1,5 +1,5 @@
 //! Collections, partitions and index records: creating, listing, describing
-//! and dropping them in the metadata store.
+//! and dropping them in the metadata store (index builds are in `indexing`).
 
 use serde_json::json;
 
@@ -204,14 +204,24 @@ impl Engine {
         self.require_writable("CreateIndex")?;
         let c = self.collection(name).await?;
         let engine = validate::index_params(index_type, &params, c.metric, c.dim())?;
-        // Milvus flushes before building; our search stays exact, so the
-        // index is recorded (and reported) but files stay raw.
+        // As Milvus: flush, record the index (dropping the files of a
+        // different one), then build every big-enough file before answering.
         self.flush(&[name.to_string()]).await?;
-        let _guard = self.write_lock.lock().await;
-        self.meta
-            .set_index(name, engine as i32, &params.to_string())
-            .await
-            .map_err(meta_err)
+        let params = params.to_string();
+        {
+            let _guard = self.write_lock.lock().await;
+            let c = self.collection(name).await?;
+            if c.row.engine_type != engine as i32 || c.row.index_params != params {
+                let tables = self.table_ids(&c).await?;
+                self.drop_index_files(&tables).await?;
+            }
+            self.meta
+                .set_index(name, engine as i32, &params)
+                .await
+                .map_err(meta_err)?;
+        }
+        self.build_indexes(Some(name)).await?;
+        Ok(())
     }
 
     pub async fn describe_index(&self, name: &str) -> MilvusResult<(i32, String)> {
@@ -228,6 +238,8 @@ impl Engine {
             EngineType::Flat
         };
         let _guard = self.write_lock.lock().await;
+        let tables = self.table_ids(&c).await?;
+        self.drop_index_files(&tables).await?;
         self.meta
             .set_index(name, flat as i32, "{}")
             .await

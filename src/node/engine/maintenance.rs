@@ -178,14 +178,21 @@ impl Engine {
         let n = files.len();
         for f in files {
             let dir = self.segment_dir(&f);
-            let removed = tokio::task::spawn_blocking(move || segment::remove_segment_dir(&dir))
-                .await
-                .map_err(|e| MilvusError::unexpected(format!("cleanup panicked: {e}")))?;
+            // An index row shares its segment's directory: only its own
+            // index file goes (its file_id is not the segment id).
+            let index_file = (f.file_id != f.segment_id).then(|| f.file_id.clone());
+            let removed = tokio::task::spawn_blocking(move || match index_file {
+                Some(file_id) => segment::remove_index_file(&dir, &file_id),
+                None => segment::remove_segment_dir(&dir),
+            })
+            .await
+            .map_err(|e| MilvusError::unexpected(format!("cleanup panicked: {e}")))?;
             if let Err(e) = removed {
                 tracing::warn!(file_id = f.id, error = %e, "cannot remove segment directory");
                 continue;
             }
             self.cache.evict(f.id);
+            self.indexing.evict(f.id);
             self.meta.delete_file_row(f.id).await.map_err(meta_err)?;
         }
         Ok(n)

@@ -1,13 +1,17 @@
 //! The node's database engine: the `Engine` every request goes through, how
 //! it is built, and the lookups all its jobs share (a collection, its tables,
 //! a file's segment). The jobs live in the submodules: `collections`
-//! (collections, partitions, index records), `writes` (insert buffer, flush,
+//! (collections, partitions, index records), `indexing` (index builds and
+//! drops, loading built indexes), `writes` (insert buffer, flush,
 //! delete), `maintenance` (merge, compact, cleanup, crash recovery), `search`
 //! and `ids` (reads by entity or segment id). Every public method returns a
 //! `MilvusResult` so the gRPC layer only translates.
 
 mod collections;
 mod ids;
+mod indexing;
+#[cfg(test)]
+mod indexing_tests;
 mod maintenance;
 mod search;
 mod writes;
@@ -27,6 +31,7 @@ use crate::status::{MilvusError, MilvusResult};
 use crate::types::{EngineType, FileType, MetricType, DEFAULT_PARTITION_TAG};
 use crate::validate;
 use crate::wire::ErrorCode;
+pub use indexing::BUILD_INDEX_THRESHOLD;
 use writes::PendingRows;
 
 /// Role of a node in a Milvus 1.x cluster.
@@ -58,6 +63,8 @@ pub struct Engine {
     /// never interleave on the same files.
     write_lock: Mutex<HashMap<String, PendingRows>>,
     ids: IdGenerator,
+    /// Loaded indexes of INDEX files and the one-build-at-a-time lock.
+    indexing: indexing::IndexState,
 }
 
 fn meta_err(e: sqlx::Error) -> MilvusError {
@@ -109,6 +116,7 @@ impl Engine {
             cache,
             write_lock: Mutex::new(HashMap::new()),
             ids: IdGenerator::default(),
+            indexing: indexing::IndexState::default(),
         }
     }
 

@@ -1,13 +1,15 @@
-//! Exact search: the request checks, the files a search selects, the scan of
-//! their segments on blocking threads, and keeping those segments in the
-//! cache (preload, release, reload).
+//! Search: the request checks, the files a search selects, the exact scan
+//! of their segments (or their built index, for INDEX files) on blocking
+//! threads, and keeping those segments in the cache (preload, release, reload).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::indexing::{self, search_index};
 use super::{meta_err, Collection, Engine, Role, SEARCHABLE};
 use crate::merge::{self, TopKHits};
 use crate::meta::FileRow;
+use crate::node::index::{SearchKnobs, VectorIndex};
 use crate::node::scan::{self, QueriesRef, VectorsRef};
 use crate::node::segment::{Segment, SegmentVectors};
 use crate::partition;
@@ -66,7 +68,8 @@ impl Engine {
             .search_target(name, tags, records, topk, params)
             .await?;
         let files = self.selected_files(&c, tags).await?;
-        self.search_files(&c, &files, &queries, topk as usize, metric)
+        let knobs = indexing::search_knobs(params, topk as usize);
+        self.search_files(&c, &files, &queries, topk as usize, metric, knobs)
             .await
     }
 
@@ -101,7 +104,8 @@ impl Engine {
                 ) && tables.contains(&f.table_id)
             })
             .collect();
-        self.search_files(&c, &files, &queries, topk as usize, metric)
+        let knobs = indexing::search_knobs(params, topk as usize);
+        self.search_files(&c, &files, &queries, topk as usize, metric, knobs)
             .await
     }
 
@@ -133,7 +137,8 @@ impl Engine {
         let hits = if present.is_empty() {
             TopKHits::empty()
         } else {
-            self.search_files(&c, &files, &queries, topk as usize, metric)
+            let knobs = indexing::search_knobs(params, topk as usize);
+            self.search_files(&c, &files, &queries, topk as usize, metric, knobs)
                 .await?
         };
         if hits.nq == 0 {
@@ -142,8 +147,11 @@ impl Engine {
         Ok(hits.spread_rows(&present, ids.len(), metric.order()))
     }
 
-    /// Exact search of `queries` over `files` ranked by `metric` (the
-    /// collection's, or the search's override), merged into one top-k.
+    /// Search of `queries` over `files` ranked by `metric` (the collection's,
+    /// or the search's override), merged into one top-k: INDEX files through
+    /// their index with `knobs` when it was built for that metric, the others
+    /// (and every file under an override the index was not built for) by
+    /// exact scan.
     async fn search_files(
         &self,
         c: &Collection,
@@ -151,18 +159,23 @@ impl Engine {
         queries: &VectorData,
         topk: usize,
         metric: MetricType,
+        knobs: SearchKnobs,
     ) -> MilvusResult<TopKHits> {
         if files.is_empty() {
             return Ok(TopKHits::empty());
         }
         let mut segments = Vec::with_capacity(files.len());
         for f in files {
-            segments.push(self.load(f).await?);
+            let index = self
+                .load_index(f)
+                .await?
+                .filter(|index| index.metric() == metric);
+            segments.push((self.load(f).await?, index));
         }
         let dim = c.dim() as usize;
         let queries = queries.clone();
         tokio::task::spawn_blocking(move || {
-            let parts = scan_segments(&segments, &queries, metric, dim, topk)?;
+            let parts = scan_segments(&segments, &queries, metric, dim, topk, &knobs)?;
             merge::merge(parts, topk, metric.order())
         })
         .await
@@ -182,6 +195,7 @@ impl Engine {
         let c = self.collection(name).await?;
         for f in self.selected_files(&c, tags).await? {
             self.cache.evict(f.id);
+            self.indexing.evict(f.id);
         }
         Ok(())
     }
@@ -204,54 +218,54 @@ impl Engine {
 /// machine's cores (scoped threads: the work is CPU-bound and short-lived, so
 /// a thread pool crate would add a dependency for no gain).
 fn scan_segments(
-    segments: &[Arc<Segment>],
+    segments: &[(Arc<Segment>, Option<Arc<VectorIndex>>)],
     queries: &VectorData,
     metric: MetricType,
     dim: usize,
     topk: usize,
+    knobs: &SearchKnobs,
 ) -> MilvusResult<Vec<TopKHits>> {
-    let scan_one = |seg: &Segment| -> MilvusResult<TopKHits> {
-        let q = match queries {
-            VectorData::Float(v) => QueriesRef::Float { dim, data: v },
-            VectorData::Binary(v) => QueriesRef::Binary {
-                dim_bits: dim,
-                data: v,
-            },
+    let scan_one =
+        |(seg, index): &(Arc<Segment>, Option<Arc<VectorIndex>>)| -> MilvusResult<TopKHits> {
+            if let (Some(index), VectorData::Float(v)) = (index, queries) {
+                return search_index(index, seg, v, topk, knobs);
+            }
+            let q = match queries {
+                VectorData::Float(v) => QueriesRef::Float { dim, data: v },
+                VectorData::Binary(v) => QueriesRef::Binary {
+                    dim_bits: dim,
+                    data: v,
+                },
+            };
+            let vectors = match &seg.vectors {
+                SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
+                SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
+                    dim_bits: *dim_bits,
+                    data,
+                },
+            };
+            scan::search_segment(
+                metric,
+                vectors,
+                &seg.ids,
+                |row| seg.deleted.is_deleted(row),
+                q,
+                topk,
+            )
+            .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))
         };
-        let vectors = match &seg.vectors {
-            SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
-            SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
-                dim_bits: *dim_bits,
-                data,
-            },
-        };
-        scan::search_segment(
-            metric,
-            vectors,
-            &seg.ids,
-            |row| seg.deleted.is_deleted(row),
-            q,
-            topk,
-        )
-        .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))
-    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(segments.len());
     if threads <= 1 {
-        return segments.iter().map(|s| scan_one(s)).collect();
+        return segments.iter().map(scan_one).collect();
     }
     let per_thread = segments.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let workers: Vec<_> = segments
             .chunks(per_thread)
             .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|s| scan_one(s))
-                        .collect::<MilvusResult<Vec<_>>>()
-                })
+                scope.spawn(move || chunk.iter().map(scan_one).collect::<MilvusResult<Vec<_>>>())
             })
             .collect();
         let mut parts = Vec::with_capacity(segments.len());

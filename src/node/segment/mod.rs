@@ -14,6 +14,7 @@
 mod atomic_io;
 mod deleted_docs;
 mod format;
+mod index_file;
 
 use std::fmt::Display;
 use std::io::{self, ErrorKind};
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use atomic_io::{list_segment_dirs, remove_segment_dir, SegmentDirs, TEMP_SUFFIX};
 pub use deleted_docs::{read_deleted_docs, write_deleted_docs, DeletedDocs, DELETED_DOCS_FILE};
 pub use format::HEADER_LEN;
+pub use index_file::{read_index_file, remove_index_file, write_index_file};
 
 /// `<data_dir>/db/tables/<table_id>/<segment_id>`. The ids are used as path
 /// components as given; callers pass validated collection names and our own
