@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::pb::health_server::{Health, HealthServer};
 
 use crate::wire::milvus_service_client::MilvusServiceClient;
 use crate::wire::milvus_service_server::{MilvusService, MilvusServiceServer};
@@ -54,120 +55,74 @@ pub async fn serve<S: MilvusService>(
     serve_routes(listener, server, shutdown).await
 }
 
-/// Serves any `milvus.grpc.MilvusService` implementation at the HTTP level
-/// (the generated server, or a router in front of it).
-pub async fn serve_routes<Svc>(
-    listener: TcpListener,
-    svc: Svc,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error>
-where
-    Svc: tonic::codegen::Service<
-            tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Svc::Future: Send + 'static,
+/// A service the gRPC server routes calls to: the generated server, or a
+/// tower stack in front of it.
+pub trait Routes:
+    tonic::codegen::Service<
+        tonic::codegen::http::Request<tonic::body::Body>,
+        Response = tonic::codegen::http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + tonic::server::NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
-    // `tcp_nodelay` on the builder applies only to listeners tonic binds
-    // itself; accepted streams need it set here, or Nagle's algorithm holds
-    // small replies for the peer's delayed ACK (~40 ms).
-    serve_routes_incoming(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        svc,
-        shutdown,
-    )
-    .await
 }
 
-/// [`serve_routes`] over any stream of accepted connections (TLS ones).
-pub async fn serve_routes_incoming<Svc, I, IO, IE>(
-    incoming: I,
-    svc: Svc,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error>
-where
-    Svc: tonic::codegen::Service<
+impl<T> Routes for T where
+    T: tonic::codegen::Service<
             tonic::codegen::http::Request<tonic::body::Body>,
             Response = tonic::codegen::http::Response<tonic::body::Body>,
             Error = std::convert::Infallible,
+            Future: Send + 'static,
         > + tonic::server::NamedService
         + Clone
         + Send
         + Sync
-        + 'static,
-    Svc::Future: Send + 'static,
-    I: futures::Stream<Item = Result<IO, IE>>,
-    IO: tokio::io::AsyncRead
-        + tokio::io::AsyncWrite
-        + tonic::transport::server::Connected
-        + Unpin
-        + Send
-        + 'static,
-    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+        + 'static
 {
-    Server::builder()
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+}
+
+/// Serves any `milvus.grpc.MilvusService` implementation at the HTTP level
+/// (the generated server, or a router in front of it).
+pub async fn serve_routes(
+    listener: TcpListener,
+    svc: impl Routes,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    // No health service: any `Health` type stands for "none".
+    let no_health: Option<HealthServer<tonic_health::server::HealthService>> = None;
+    serve_incoming(tcp_incoming(listener), svc, no_health, shutdown).await
 }
 
 /// [`serve_routes`] plus the gRPC health service (`grpc.health.v1.Health`) on the same port.
-pub async fn serve_routes_with_health<Svc, H>(
+pub async fn serve_routes_with_health(
     listener: TcpListener,
-    svc: Svc,
-    health: tonic_health::pb::health_server::HealthServer<H>,
+    svc: impl Routes,
+    health: HealthServer<impl Health>,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error>
-where
-    Svc: tonic::codegen::Service<
-            tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Svc::Future: Send + 'static,
-    H: tonic_health::pb::health_server::Health,
-{
-    serve_routes_with_health_incoming(
-        TcpIncoming::from(listener).with_nodelay(Some(true)),
-        svc,
-        health,
-        shutdown,
-    )
-    .await
+) -> Result<(), tonic::transport::Error> {
+    serve_incoming(tcp_incoming(listener), svc, Some(health), shutdown).await
 }
 
-/// [`serve_routes_with_health`] over any stream of accepted connections (TLS ones).
-pub async fn serve_routes_with_health_incoming<Svc, H, I, IO, IE>(
+/// `tcp_nodelay` on the builder applies only to listeners tonic binds
+/// itself; accepted streams need it set here, or Nagle's algorithm holds
+/// small replies for the peer's delayed ACK (~40 ms).
+fn tcp_incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Serves `svc` (and `health`, if any) over any stream of accepted
+/// connections (plain TCP, or TLS ones) until `shutdown` resolves.
+pub async fn serve_incoming<H: Health, I, IO, IE>(
     incoming: I,
-    svc: Svc,
-    health: tonic_health::pb::health_server::HealthServer<H>,
+    svc: impl Routes,
+    health: Option<HealthServer<H>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
-    Svc: tonic::codegen::Service<
-            tonic::codegen::http::Request<tonic::body::Body>,
-            Response = tonic::codegen::http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    Svc::Future: Send + 'static,
-    H: tonic_health::pb::health_server::Health,
     I: futures::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead
         + tokio::io::AsyncWrite
@@ -183,7 +138,7 @@ where
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keepalive_interval(Some(Duration::from_secs(60)))
         .add_service(svc)
-        .add_service(health)
+        .add_optional_service(health)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }

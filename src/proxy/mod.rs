@@ -206,14 +206,9 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
             let incoming = tls::incoming(listener, tls);
             tokio::spawn(async move {
-                crate::grpc::serve_routes_with_health_incoming(
-                    incoming,
-                    routes,
-                    health_server,
-                    stopped,
-                )
-                .await
-                .context("proxy gRPC server (TLS)")
+                crate::grpc::serve_incoming(incoming, routes, Some(health_server), stopped)
+                    .await
+                    .context("proxy gRPC server (TLS)")
             })
         }
     };
