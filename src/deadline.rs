@@ -94,13 +94,31 @@ pub fn backend_timeout(cap: Option<Duration>) -> Option<Duration> {
 }
 
 /// `message` as a request to a backend, carrying the time left before the
-/// current request's deadline as its own `grpc-timeout`.
+/// current request's deadline (plus [`BACKEND_SLACK`]) as its own
+/// `grpc-timeout`. The slack matters: tonic's client enforces the header it
+/// sends, so without it the backend call would fail at the very instant the
+/// layer answers, and the two would race for the reply.
 pub fn outgoing<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(left) = remaining() {
-        request.set_timeout(left.max(Duration::from_millis(1)));
+        request.set_timeout(left + BACKEND_SLACK);
     }
     request
+}
+
+/// Whether the current request's deadline has passed (never outside a request).
+pub fn passed() -> bool {
+    expires_at().is_some_and(|d| Instant::now() >= d)
+}
+
+/// Waits for the layer to answer `DEADLINE_EXCEEDED`: work that finds the
+/// deadline passed (a backend call that gave up with it) parks here rather
+/// than answer something else (trying other nodes with no time left, then
+/// "no node reachable"), so one cause gives the client one code. Only
+/// called when [`passed`] is true, i.e. inside the layer's scope, whose
+/// timer drops this future at once.
+pub async fn yield_to_layer<T>() -> T {
+    std::future::pending().await
 }
 
 /// The default deadlines, per kind of RPC.
@@ -303,7 +321,41 @@ mod tests {
                 assert!(t > Duration::from_secs(1));
                 let capped = backend_timeout(Some(Duration::from_millis(10)));
                 assert_eq!(capped, Some(Duration::from_millis(10)));
+                let sent = outgoing(()).metadata().get("grpc-timeout").cloned();
+                let sent = sent.and_then(|v| parse_grpc_timeout(v.to_str().ok()?));
+                let sent = sent.expect("a grpc-timeout goes to the backend");
+                assert!(sent > Duration::from_secs(2), "slack included: {sent:?}");
+                assert!(sent <= Duration::from_secs(2) + BACKEND_SLACK, "{sent:?}");
             })
             .await;
+    }
+
+    /// A handler that sees the deadline pass (as a backend call ending with
+    /// it would) and would answer "no node reachable" if it did not yield:
+    /// the client gets DEADLINE_EXCEEDED, whichever timer fires first.
+    #[tokio::test]
+    async fn work_past_the_deadline_yields_to_the_layer() {
+        assert!(!passed(), "no deadline outside a request");
+        let metrics = Metrics::new();
+        let defaults = Defaults {
+            search: Duration::from_millis(50),
+            other: Duration::from_secs(60),
+        };
+        let handler = tower::service_fn(|_req: http::Request<Body>| async {
+            // Busy past the deadline without yielding, so the layer's timer
+            // cannot have fired yet when the handler looks.
+            std::thread::sleep(Duration::from_millis(80));
+            if passed() {
+                return yield_to_layer().await;
+            }
+            Ok::<_, Infallible>(tonic::Status::unavailable("no node reachable").into_http())
+        });
+        let mut svc = DeadlineLayer::new(defaults, metrics).layer(handler);
+        let request = http::Request::builder()
+            .uri("/milvus.grpc.MilvusService/Search")
+            .body(Body::default())
+            .unwrap();
+        let response = svc.call(request).await.unwrap();
+        assert_eq!(grpc_status(&response), Some("4"), "DEADLINE_EXCEEDED");
     }
 }

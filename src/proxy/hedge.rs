@@ -167,6 +167,10 @@ impl Cluster {
         let mut parts = Vec::new();
         let mut rows: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 0)).collect();
         while !rows.is_empty() {
+            if crate::deadline::passed() {
+                // The failure was the deadline itself: no node is to blame.
+                return crate::deadline::yield_to_layer().await;
+            }
             let healthy = |addr: &str| !excluded.contains(addr) && self.backends.is_healthy(addr);
             let plan = route::plan(&self.backends.ring, &rows, healthy).map_err(|e| {
                 MilvusError::new(
