@@ -52,8 +52,9 @@ impl TopKHits {
 
     /// Reads a `TopKQueryResult` and checks that its arrays form `row_num` rows of one stride.
     ///
-    /// Only the layout is checked; the caller looks at `status` first.
-    pub fn from_wire(result: &TopKQueryResult) -> Result<TopKHits, MilvusError> {
+    /// Only the layout is checked; the caller looks at `status` first. The
+    /// arrays move into the hits (no copy).
+    pub fn from_wire(result: TopKQueryResult) -> Result<TopKHits, MilvusError> {
         let nq = usize::try_from(result.row_num)
             .map_err(|_| illegal_result(format!("row_num {} is negative", result.row_num)))?;
         let len = result.ids.len();
@@ -79,8 +80,8 @@ impl TopKHits {
         Ok(TopKHits {
             nq,
             stride: len / nq,
-            ids: result.ids.clone(),
-            distances: result.distances.clone(),
+            ids: result.ids,
+            distances: result.distances,
         })
     }
 
@@ -597,13 +598,13 @@ mod tests {
 
     #[test]
     fn from_wire_reads_rows() {
-        let result = TopKHits::from_wire(&wire(2, &[5, 6, 7, -1], &[0.1, 0.2, 0.3, 9.0])).unwrap();
+        let result = TopKHits::from_wire(wire(2, &[5, 6, 7, -1], &[0.1, 0.2, 0.3, 9.0])).unwrap();
         assert_eq!(result.nq, 2);
         assert_eq!(result.stride, 2);
         assert_eq!(result.row(1), (&[7, -1][..], &[0.3, 9.0][..]));
         assert_eq!(result.row(2), (&[][..], &[][..]));
         assert_eq!(
-            TopKHits::from_wire(&wire(0, &[], &[])).unwrap(),
+            TopKHits::from_wire(wire(0, &[], &[])).unwrap(),
             TopKHits::empty()
         );
     }
@@ -617,7 +618,7 @@ mod tests {
             wire(1, &[1, 2], &[0.1]),
         ];
         for case in cases {
-            let err = TopKHits::from_wire(&case).unwrap_err();
+            let err = TopKHits::from_wire(case.clone()).unwrap_err();
             assert_eq!(err.code, ErrorCode::IllegalSearchResult, "{case:?}");
             assert!(err.reason.starts_with("illegal search result: "));
         }
@@ -629,7 +630,7 @@ mod tests {
         let reply = result.clone().into_wire();
         assert_eq!(reply.status, ok_status());
         assert_eq!(reply.row_num, 2);
-        assert_eq!(TopKHits::from_wire(&reply).unwrap(), result);
+        assert_eq!(TopKHits::from_wire(reply).unwrap(), result);
     }
 
     #[test]

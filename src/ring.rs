@@ -123,6 +123,117 @@ pub fn place(
         .collect()
 }
 
+/// The placement of one set of files on one ring, computed once (per topology snapshot) and
+/// reused by every search until the files or the node list change: each file's nodes in
+/// preference order, and the grouping when every node is healthy.
+///
+/// Gives the same answer as [`place`] for any health mask (a test checks it), at a few array
+/// reads per file instead of a hash and a ring walk.
+#[derive(Debug)]
+pub struct Placement {
+    /// The node list and ring density this was computed for.
+    nodes: Vec<String>,
+    virtual_nodes_per_node: usize,
+    /// Distinct file ids, ascending.
+    ids: Vec<i64>,
+    /// `preference[i * nodes.len()..][..nodes.len()]`: node indices for `ids[i]`, best first.
+    preference: Vec<u16>,
+    /// File ids grouped by owner (index in `nodes`), ascending: the plan when all are healthy.
+    by_owner: Vec<Vec<i64>>,
+}
+
+/// Rings wider than this are placed file by file with [`place`] (u16 node indices).
+const MAX_PLACED_NODES: usize = u16::MAX as usize;
+
+impl Placement {
+    /// Places `file_ids` (repeats count once) on `ring`.
+    pub fn new(ring: &Ring, file_ids: &[i64]) -> Placement {
+        let mut ids = file_ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let width = if ring.nodes.len() <= MAX_PLACED_NODES {
+            ring.nodes.len()
+        } else {
+            0
+        };
+        let mut preference = Vec::with_capacity(ids.len() * width);
+        let mut by_owner: Vec<Vec<i64>> = vec![Vec::new(); width];
+        for &id in &ids {
+            let start = preference.len();
+            // `calc_candidates` yields every node once; indices fit u16 (width checked).
+            preference.extend(
+                ring.hash_ring
+                    .calc_candidates(&id.to_string())
+                    .map(|node| node.value as u16)
+                    .take(width),
+            );
+            if let Some(owner) = preference
+                .get(start)
+                .and_then(|&o| by_owner.get_mut(o as usize))
+            {
+                owner.push(id);
+            }
+        }
+        Placement {
+            nodes: if width == 0 {
+                Vec::new()
+            } else {
+                ring.nodes.clone()
+            },
+            virtual_nodes_per_node: ring.virtual_nodes_per_node,
+            ids,
+            preference,
+            by_owner,
+        }
+    }
+
+    /// Whether this was computed for `ring`'s node list and density.
+    pub fn fits(&self, ring: &Ring) -> bool {
+        self.nodes == ring.nodes && self.virtual_nodes_per_node == ring.virtual_nodes_per_node
+    }
+
+    /// Distinct files placed.
+    pub fn files(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// The distinct file ids, ascending.
+    pub fn ids(&self) -> &[i64] {
+        &self.ids
+    }
+
+    /// Like [`place`] for the files of this placement, with `healthy[i]` the health of
+    /// `ring.nodes()[i]` (a missing entry counts as unhealthy). The ring must be the one it
+    /// was built for ([`Placement::fits`]); `None` otherwise.
+    pub fn assign(&self, ring: &Ring, healthy: &[bool]) -> Option<Vec<(String, Vec<i64>)>> {
+        if !self.fits(ring) || (self.nodes.is_empty() && !self.ids.is_empty()) {
+            return None;
+        }
+        let is_healthy = |n: usize| healthy.get(n).copied().unwrap_or(false);
+        let width = self.nodes.len();
+        let groups: Vec<Vec<i64>> = if (0..width).all(is_healthy) {
+            self.by_owner.clone()
+        } else {
+            let mut groups = vec![Vec::new(); width];
+            for (i, &id) in self.ids.iter().enumerate() {
+                let order = &self.preference[i * width..][..width];
+                if let Some(&n) = order.iter().find(|&&n| is_healthy(n as usize)) {
+                    groups[n as usize].push(id); // ids ascending, so each group is too
+                }
+            }
+            groups
+        };
+        Some(
+            self.nodes
+                .iter()
+                .zip(groups)
+                .filter(|(_, files)| !files.is_empty())
+                .map(|(node, files)| (node.clone(), files))
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,5 +473,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    proptest::proptest! {
+        /// The placement computed once gives what `place` gives, for any files and health.
+        #[test]
+        fn placement_matches_place(
+            node_count in 1usize..7,
+            ids in proptest::collection::vec(-5i64..400, 0..120),
+            mask in proptest::collection::vec(proptest::bool::ANY, 7),
+        ) {
+            let nodes: Vec<String> = (0..node_count).map(|i| format!("10.0.0.{i}:19530")).collect();
+            let ring = Ring::new(&nodes, 40);
+            let placement = Placement::new(&ring, &ids);
+            let healthy_by_name = |name: &str| {
+                nodes.iter().position(|n| n == name).is_some_and(|i| mask[i])
+            };
+            let expected = place(&ring, &ids, healthy_by_name);
+            proptest::prop_assert_eq!(placement.assign(&ring, &mask[..node_count]), Some(expected));
+            let all_up = vec![true; node_count];
+            proptest::prop_assert_eq!(
+                placement.assign(&ring, &all_up),
+                Some(place(&ring, &ids, |_| true))
+            );
+        }
+    }
+
+    #[test]
+    fn placement_refuses_another_ring() {
+        let ring = Ring::new(&three_nodes(), 50);
+        let placement = Placement::new(&ring, &[1, 2, 3, 3]);
+        assert_eq!(placement.files(), 3);
+        let other = Ring::new(&three_nodes()[..2], 50);
+        assert!(!placement.fits(&other));
+        assert_eq!(placement.assign(&other, &[true, true]), None);
+        let denser = Ring::new(&three_nodes(), 60);
+        assert_eq!(placement.assign(&denser, &[true; 3]), None);
+        let empty = Ring::new(&[], 50);
+        assert_eq!(Placement::new(&empty, &[1]).assign(&empty, &[]), None);
+        assert_eq!(
+            Placement::new(&empty, &[]).assign(&empty, &[]),
+            Some(vec![])
+        );
     }
 }

@@ -130,3 +130,52 @@ pub fn code_name(code: i32) -> &'static str {
         .map(|c| c.as_str_name())
         .unwrap_or("UNKNOWN_ERROR_CODE")
 }
+
+/// Just the `status` (field 1) of an encoded reply; prost skips the rest.
+#[derive(Clone, PartialEq, prost::Message)]
+struct StatusOnly {
+    #[prost(message, optional, tag = "1")]
+    status: Option<Status>,
+}
+
+/// The Milvus status code of an encoded reply whose `status` is field 1
+/// (`TopKQueryResult`, `VectorIds` and most MilvusService replies), read
+/// without decoding the rest; an undecodable reply counts as UNEXPECTED_ERROR.
+pub fn code_of_encoded_reply(reply: &[u8]) -> i32 {
+    use prost::Message;
+    StatusOnly::decode(reply)
+        .map(|r| r.status.map_or(0, |s| s.error_code))
+        .unwrap_or(ErrorCode::UnexpectedError as i32)
+}
+
+#[cfg(test)]
+mod encoded_reply_tests {
+    use super::*;
+    use crate::wire::{TopKQueryResult, VectorIds};
+    use prost::Message;
+
+    #[test]
+    fn reads_the_status_code_of_encoded_replies() {
+        let ok = TopKQueryResult {
+            status: ok_status(),
+            row_num: 1,
+            ids: vec![1, 2],
+            distances: vec![0.5, 0.7],
+        };
+        assert_eq!(code_of_encoded_reply(&ok.encode_to_vec()), 0);
+        let failed = VectorIds::from_error(&MilvusError::new(ErrorCode::IllegalDimension, "x"));
+        assert_eq!(
+            code_of_encoded_reply(&failed.encode_to_vec()),
+            ErrorCode::IllegalDimension as i32
+        );
+        assert_eq!(
+            code_of_encoded_reply(&[]),
+            0,
+            "no status: success, as Milvus"
+        );
+        assert_eq!(
+            code_of_encoded_reply(&[0x0a, 0xff]),
+            ErrorCode::UnexpectedError as i32
+        );
+    }
+}

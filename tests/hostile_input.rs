@@ -166,7 +166,7 @@ proptest! {
         let mut hits = Vec::new();
         for (row_num, ids, distances) in parts {
             let wire = TopKQueryResult { status: None, row_num, ids, distances };
-            if let Ok(h) = TopKHits::from_wire(&wire) {
+            if let Ok(h) = TopKHits::from_wire(wire) {
                 prop_assert_eq!(h.ids.len(), h.nq * h.stride);
                 hits.push(h);
             }
@@ -176,7 +176,7 @@ proptest! {
             prop_assert_eq!(merged.distances.len(), merged.ids.len());
             prop_assert!(merged.stride <= topk);
             let wire = merged.into_wire();
-            let back = TopKHits::from_wire(&wire).unwrap();
+            let back = TopKHits::from_wire(wire).unwrap();
             prop_assert_eq!(back.ids.len(), back.nq * back.stride);
         }
     }

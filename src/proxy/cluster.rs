@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::admission::WorkBudget;
 use super::hedge::HedgePolicy;
+use super::placements::Placements;
 use crate::backend::Backends;
 use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
@@ -27,6 +28,8 @@ pub struct Cluster {
     pub(super) hedging: Arc<HedgePolicy>,
     /// The nq x topk budget of searches being served.
     pub(super) work: Arc<WorkBudget>,
+    /// Each collection's file placement, kept across searches.
+    pub(super) placements: Arc<Placements>,
 }
 
 /// The search protections configured in `[slow_nodes]` and `[admission]`.
@@ -66,6 +69,7 @@ impl Cluster {
             search_timeout,
             hedging: protection.hedging,
             work: protection.work,
+            placements: Arc::default(),
         }
     }
 

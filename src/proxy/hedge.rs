@@ -17,13 +17,14 @@ use futures::future::join_all;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::cluster::Cluster;
+use super::placements::{to_parts, Part};
 use super::route;
-use super::search::NodeFailure;
+use super::search::{EncodedSearch, NodeFailure};
 use crate::backend::health::hedge_delay;
 use crate::config::SlowNodesConfig;
 use crate::merge::TopKHits;
 use crate::status::{MilvusError, MilvusResult};
-use crate::wire::{ErrorCode, SearchParam};
+use crate::wire::ErrorCode;
 
 /// How long the hedge budget remembers calls.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -74,16 +75,16 @@ enum Second {
 }
 
 impl Cluster {
-    /// `node`'s share (`ids`) of a search: every file answered once, by
-    /// `node` or by the nodes its files move or are hedged to.
+    /// One node's share of a search (`part`): every file answered once, by
+    /// that node or by the nodes its files move or are hedged to.
     pub(super) async fn search_part(
         &self,
-        node: &str,
-        ids: &[i64],
-        search: &SearchParam,
+        part: &Part,
+        search: &EncodedSearch,
     ) -> MilvusResult<Vec<TopKHits>> {
+        let (node, ids) = (part.node.as_str(), &part.ids[..]);
         self.hedging.primary_call();
-        let primary = self.search_node(node, ids, search);
+        let primary = self.search_node(node, &part.encoded_ids, search);
         tokio::pin!(primary);
         let backend = self.backends.get(node);
         let slow_after = hedge_delay(
@@ -141,7 +142,7 @@ impl Cluster {
         &self,
         node: &str,
         ids: &[i64],
-        search: &SearchParam,
+        search: &EncodedSearch,
         result: Result<TopKHits, NodeFailure>,
     ) -> MilvusResult<Vec<TopKHits>> {
         match result {
@@ -161,7 +162,7 @@ impl Cluster {
     async fn fail_over(
         &self,
         ids: &[i64],
-        search: &SearchParam,
+        search: &EncodedSearch,
         mut excluded: HashSet<String>,
     ) -> MilvusResult<Vec<TopKHits>> {
         let mut parts = Vec::new();
@@ -182,10 +183,10 @@ impl Cluster {
                     ),
                 )
             })?;
-            let calls = plan
-                .assignments
+            let sends = to_parts(&plan);
+            let calls = sends
                 .iter()
-                .map(|(node, ids)| self.search_node(node, ids, search));
+                .map(|part| self.search_node(&part.node, &part.encoded_ids, search));
             let results = join_all(calls).await;
             rows.clear();
             for ((node, ids), result) in plan.assignments.iter().zip(results) {

@@ -77,12 +77,9 @@ impl RawInsert {
     }
 }
 
-/// The Milvus status code in an encoded `VectorIds` (decoding only its ids
-/// is cheap next to the request). Undecodable replies count as errors.
+/// The Milvus status code in an encoded `VectorIds` (its ids are skipped).
 fn status_code(reply: &Bytes) -> i32 {
-    VectorIds::decode(reply.as_ref())
-        .map(|r| r.status.map_or(0, |s| s.error_code))
-        .unwrap_or(crate::wire::ErrorCode::UnexpectedError as i32)
+    crate::status::code_of_encoded_reply(reply)
 }
 
 struct InsertCall(Arc<RawInsert>);

@@ -51,25 +51,41 @@ pub fn plan(
 ) -> MilvusResult<RoutePlan> {
     let ids: Vec<i64> = files.iter().map(|(id, _)| *id).collect();
     let assignments = ring::place(ring, &ids, healthy);
-    let placed: usize = assignments.iter().map(|(_, f)| f.len()).sum();
     let distinct: HashSet<i64> = ids.iter().copied().collect();
-    if placed < distinct.len() {
+    checked(ring, assignments, distinct.len(), total_rows(files))
+}
+
+/// The plan of `assignments` (from [`ring::place`] or a `ring::Placement`)
+/// of `files` distinct files holding `rows` rows; fails when some file has
+/// no healthy node to go to.
+pub fn checked(
+    ring: &Ring,
+    assignments: Vec<(String, Vec<i64>)>,
+    files: usize,
+    rows: i64,
+) -> MilvusResult<RoutePlan> {
+    let placed: usize = assignments.iter().map(|(_, f)| f.len()).sum();
+    if placed < files {
         return Err(MilvusError::unexpected(format!(
             "no healthy read-only node for {} of {} segment files (nodes: {})",
-            distinct.len() - placed,
-            distinct.len(),
+            files - placed,
+            files,
             ring.nodes().join(", ")
         )));
     }
     Ok(RoutePlan {
         assignments,
-        files: distinct.len(),
-        // Saturating: row counts come from the database, and a corrupt one
-        // must not overflow (a panic in debug builds).
-        rows: files
-            .iter()
-            .fold(0i64, |total, (_, r)| total.saturating_add(*r)),
+        files,
+        rows,
     })
+}
+
+/// The rows of `files` (id, rows). Saturating: row counts come from the
+/// database, and a corrupt one must not overflow (a panic in debug builds).
+pub fn total_rows(files: &[(i64, i64)]) -> i64 {
+    files
+        .iter()
+        .fold(0i64, |total, (_, r)| total.saturating_add(*r))
 }
 
 #[cfg(test)]

@@ -8,15 +8,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
+use prost::Message;
 use tracing::field::Empty;
 
 use super::cluster::Cluster;
 use super::forward::client_call;
-use super::route::{self, RoutePlan};
+use super::placements::{to_parts, PlannedParts};
+use super::route;
 use crate::backend::Backend;
 use crate::merge::{self, TopKHits};
-use crate::status::{MilvusError, MilvusResult};
+use crate::status::{code_of_encoded_reply, MilvusError, MilvusResult};
 use crate::types::MetricType;
 use crate::validate;
 use crate::wire::{
@@ -52,11 +55,18 @@ impl Cluster {
             validate::search_params(view.engine, &params, p.topk)?;
             let metric = validate::search_metric(view.metric, &params)?;
             validate::vector_shapes(&p.query_record_array, view.metric, view.root.dimension)?;
-            let files = route::select_files(&view, &tags)?;
-            if files.is_empty() {
+            let ring = &self.backends.ring;
+            let healthy: Vec<bool> = ring
+                .nodes()
+                .iter()
+                .map(|n| self.backends.is_healthy(n))
+                .collect();
+            let plan = traced_plan(&request_span, || {
+                self.placements.plan(&view, &tags, ring, &healthy)
+            })?;
+            if plan.files == 0 {
                 return Ok(TopKHits::empty().into_wire());
             }
-            let plan = self.traced_plan(&files, &request_span)?;
             match self.fan_out(&plan, &p, metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
                     tracing::info!(reason = %e.reason, "search hit a retired file; retrying on a fresh snapshot");
@@ -73,17 +83,17 @@ impl Cluster {
     /// `search` goes out as it is (callers have removed partition tags).
     async fn fan_out(
         &self,
-        plan: &RoutePlan,
+        plan: &PlannedParts,
         search: &SearchParam,
         metric: MetricType,
     ) -> MilvusResult<TopKHits> {
-        self.metrics
-            .observe_fanout(plan.assignments.len(), plan.files);
+        self.metrics.observe_fanout(plan.parts.len(), plan.files);
+        let encoded = EncodedSearch::new(search);
         let calls = plan
-            .assignments
+            .parts
             .iter()
-            .map(|(node, ids)| self.search_part(node, ids, search));
-        let mut parts: Vec<TopKHits> = Vec::with_capacity(plan.assignments.len());
+            .map(|part| self.search_part(part, &encoded));
+        let mut parts: Vec<TopKHits> = Vec::with_capacity(plan.parts.len());
         for result in join_all(calls).await {
             parts.extend(result?);
         }
@@ -95,41 +105,32 @@ impl Cluster {
         merged
     }
 
-    /// `route::plan` over the healthy nodes in a `plan` span; the plan's size
-    /// (`files`, `nodes`) is recorded there and in the request span.
-    fn traced_plan(
-        &self,
-        files: &[(i64, i64)],
-        request_span: &tracing::Span,
-    ) -> MilvusResult<RoutePlan> {
-        let span = tracing::info_span!("plan", files = Empty, nodes = Empty);
-        let plan = span.in_scope(|| route::plan(&self.backends.ring, files, self.healthy()))?;
-        for span in [&span, request_span] {
-            span.record("files", plan.files);
-            span.record("nodes", plan.assignments.len());
-        }
-        Ok(plan)
-    }
-
+    /// One `SearchInFiles` of the files whose encoded ids are `file_ids` on `node`.
     pub(super) async fn search_node(
         &self,
         node: &str,
-        ids: &[i64],
-        search: &SearchParam,
+        file_ids: &Bytes,
+        search: &EncodedSearch,
     ) -> Result<TopKHits, NodeFailure> {
         let backend: &Arc<Backend> = self.backends.get(node).ok_or_else(|| {
             NodeFailure::Milvus(MilvusError::unexpected(format!("unknown backend {node}")))
         })?;
-        let request = SearchInFilesParam {
-            file_id_array: ids.iter().map(i64::to_string).collect(),
-            search_param: Some(search.clone()),
-        };
         let reply = backend
-            .call("SearchInFiles", self.search_timeout, |mut c| async move {
-                c.search_in_files(crate::deadline::outgoing(request)).await
-            })
+            .call_raw(
+                "SearchInFiles",
+                SEARCH_IN_FILES_PATH,
+                search.request(file_ids),
+                self.search_timeout,
+                |r| code_of_encoded_reply(r),
+            )
             .await
             .map_err(|e| NodeFailure::Unreachable(e.to_milvus()))?;
+        let reply = TopKQueryResult::decode(reply).map_err(|e| {
+            NodeFailure::Milvus(MilvusError::new(
+                ErrorCode::IllegalSearchResult,
+                format!("read-only node {node} sent an undecodable SearchInFiles reply: {e}"),
+            ))
+        })?;
         if let Some(s) = reply.status.as_ref().filter(|s| s.error_code != 0) {
             let code = ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError);
             return Err(NodeFailure::Milvus(MilvusError::new(
@@ -137,14 +138,13 @@ impl Cluster {
                 format!("{} (from read-only node {node})", s.reason),
             )));
         }
-        let hits = TopKHits::from_wire(&reply).map_err(NodeFailure::Milvus)?;
-        let nq = search.query_record_array.len();
-        if hits.nq != 0 && hits.nq != nq {
+        let hits = TopKHits::from_wire(reply).map_err(NodeFailure::Milvus)?;
+        if hits.nq != 0 && hits.nq != search.nq {
             return Err(NodeFailure::Milvus(MilvusError::new(
                 ErrorCode::IllegalSearchResult,
                 format!(
-                    "read-only node {node} answered {} result rows for {nq} queries",
-                    hits.nq
+                    "read-only node {node} answered {} result rows for {} queries",
+                    hits.nq, search.nq
                 ),
             )));
         }
@@ -191,7 +191,13 @@ impl Cluster {
                 p.file_id_array, s.collection_name
             )));
         }
-        let plan = self.traced_plan(&files, &request_span)?;
+        let plan = traced_plan(&request_span, || {
+            route::plan(&self.backends.ring, &files, self.healthy()).map(|plan| PlannedParts {
+                parts: to_parts(&plan),
+                files: plan.files,
+                rows: plan.rows,
+            })
+        })?;
         s.partition_tag_array.clear();
         self.fan_out(&plan, &s, metric)
             .await
@@ -245,10 +251,59 @@ impl Cluster {
         if reply.status.as_ref().is_some_and(|s| s.error_code != 0) || reply.row_num == 0 {
             return Ok(reply);
         }
-        let hits = TopKHits::from_wire(&reply)?;
+        let hits = TopKHits::from_wire(reply)?;
         Ok(hits
             .spread_rows(&present, p.id_array.len(), metric.order())
             .into_wire())
+    }
+}
+
+/// The gRPC path of `SearchInFiles`, which the fan-out sends pre-encoded.
+const SEARCH_IN_FILES_PATH: &str = "/milvus.grpc.MilvusService/SearchInFiles";
+
+/// `plan` in a `plan` span; the plan's size (`files`, `nodes`) is recorded
+/// there and in the request span, its `rows` in the plan span.
+fn traced_plan(
+    request_span: &tracing::Span,
+    plan: impl FnOnce() -> MilvusResult<PlannedParts>,
+) -> MilvusResult<PlannedParts> {
+    let span = tracing::info_span!("plan", files = Empty, nodes = Empty, rows = Empty);
+    let plan = span.in_scope(plan)?;
+    span.record("rows", plan.rows);
+    for span in [&span, request_span] {
+        span.record("files", plan.files);
+        span.record("nodes", plan.parts.len());
+    }
+    Ok(plan)
+}
+
+/// A search's `SearchParam`, encoded once as field 2 of `SearchInFilesParam`
+/// and sent to every node after that node's own encoded file ids (field 1):
+/// one encode per search, where cloning the query vectors into one message
+/// per node and encoding each cost a copy and an encode per node.
+pub(super) struct EncodedSearch {
+    field: Bytes,
+    /// Queries in the search, to check each node's answer.
+    pub nq: usize,
+}
+
+impl EncodedSearch {
+    pub fn new(search: &SearchParam) -> Self {
+        let mut field = BytesMut::with_capacity(search.encoded_len() + 8);
+        prost::encoding::message::encode(2, search, &mut field);
+        Self {
+            field: field.freeze(),
+            nq: search.query_record_array.len(),
+        }
+    }
+
+    /// The encoded `SearchInFilesParam` of this search over `file_ids`
+    /// (field 1 as `placements::encode_file_ids` makes it).
+    pub fn request(&self, file_ids: &Bytes) -> Bytes {
+        let mut body = BytesMut::with_capacity(file_ids.len() + self.field.len());
+        body.extend_from_slice(file_ids);
+        body.extend_from_slice(&self.field);
+        body.freeze()
     }
 }
 
@@ -268,6 +323,31 @@ fn is_stale_file_error(e: &MilvusError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_encoded_request_is_the_message_encoded_whole() {
+        let search = SearchParam {
+            collection_name: "c".into(),
+            partition_tag_array: vec![],
+            query_record_array: vec![RowRecord {
+                float_data: vec![0.5, -1.0, 2.0],
+                binary_data: Default::default(),
+            }],
+            topk: 7,
+            extra_params: vec![],
+        };
+        let encoded = EncodedSearch::new(&search);
+        assert_eq!(encoded.nq, 1);
+        for ids in [vec![], vec![3_i64, 10, 12_345_678_901]] {
+            let body = encoded.request(&super::super::placements::encode_file_ids(&ids));
+            let expected = SearchInFilesParam {
+                file_id_array: ids.iter().map(i64::to_string).collect(),
+                search_param: Some(search.clone()),
+            };
+            assert_eq!(body.as_ref(), expected.encode_to_vec().as_slice());
+            assert_eq!(SearchInFilesParam::decode(body).unwrap(), expected);
+        }
+    }
 
     #[test]
     fn a_retired_file_is_recognised_by_code_or_by_milvus_reason() {
