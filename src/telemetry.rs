@@ -53,6 +53,7 @@ pub struct Metrics {
     topology_age: Gauge<f64, AtomicU64>,
     backend_up: Family<Labels<1>, Gauge>,
     inflight_requests: Gauge,
+    warmup_searches: Family<Labels<1>, Counter>,
     guard: GuardMetrics,
     /// Deadlines, hedging, ejection and admission control.
     pub resilience: ResilienceMetrics,
@@ -113,6 +114,7 @@ impl Metrics {
         let topology_age = Gauge::<f64, AtomicU64>::default();
         let backend_up = Family::<Labels<1>, Gauge>::default();
         let inflight_requests = Gauge::default();
+        let warmup_searches = Family::<Labels<1>, Counter>::default();
         let guard = GuardMetrics::register(&mut registry);
 
         registry.register(
@@ -176,6 +178,11 @@ impl Metrics {
             inflight_requests.clone(),
         );
         registry.register(
+            "mishards_warmup_searches",
+            "Warm-up searches of new segment files sent to their read-only node, by outcome (ok, refused, failed, no_node)",
+            warmup_searches.clone(),
+        );
+        registry.register(
             "mishards_build",
             "Version of this mishards binary",
             Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
@@ -199,8 +206,16 @@ impl Metrics {
             topology_age,
             backend_up,
             inflight_requests,
+            warmup_searches,
             guard,
         })
+    }
+
+    /// One warm-up search of a new file, by outcome.
+    pub fn warmup(&self, outcome: &str) {
+        self.warmup_searches
+            .get_or_create(&[("outcome", outcome.to_string())])
+            .inc();
     }
 
     /// Whether the last metadata read succeeded.

@@ -31,6 +31,7 @@ on_both_databases!(
     metric_type_override,
     set_config_reaches_every_node,
     index_build_and_drop_during_search,
+    flush_warms_new_files,
 );
 
 /// Searches with nq 1 and 5 and topk 1, 10 and more than the rows, each
@@ -234,6 +235,35 @@ async fn read_your_writes(kind: MetaKind) {
         let what = format!("right after flush {round}");
         collection.expect_search(&what, &rows, &queries, 1000).await;
     }
+    cluster.stop().await;
+}
+
+/// A Flush through the proxy answers once the file it made was searched on
+/// its read-only node (the warm-up), so the first user search after it pays
+/// no load; the searches that follow see every row.
+async fn flush_warms_new_files(kind: MetaKind) {
+    let cluster = Cluster::start(&kind).await;
+    let proxy = cluster.proxy.as_ref().expect("proxy");
+    let warmed = || metric(proxy, "mishards_warmup_searches_total{outcome=\"ok\"}");
+    assert_eq!(warmed(), 0.0, "nothing to warm before the first flush");
+    let mut source = VectorSource::new(77);
+    let mut collection = cluster.collection("warm", 8, L2).await;
+    let queries = source.floats(2, 8);
+    let mut rows = Rows::default();
+    for round in 1..=3 {
+        // Insert and Flush through the proxy: at least one new file each time.
+        rows.extend(collection.add_file(&mut source, 50).await);
+        assert!(
+            warmed() >= f64::from(round),
+            "the flush of round {round} answered before its file was warmed: {} warm-ups",
+            warmed()
+        );
+        collection
+            .expect_search(&format!("after warm flush {round}"), &rows, &queries, 100)
+            .await;
+    }
+    let refused = metric(proxy, "mishards_warmup_searches_total{outcome=\"refused\"}");
+    assert_eq!(refused, 0.0, "a warm-up probe was refused by a node");
     cluster.stop().await;
 }
 

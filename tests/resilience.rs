@@ -46,15 +46,6 @@ async fn proxy_over(
     proxy::start(config).await.expect("proxy starts")
 }
 
-/// The value of one series in the proxy's metrics text (0 when absent).
-fn metric(proxy: &RunningProxy, series: &str) -> f64 {
-    let text = proxy.metrics.encode();
-    text.lines()
-        .filter(|l| l.starts_with(series))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
-
 fn ok_searches_on(proxy: &RunningProxy, backend: &str) -> f64 {
     metric(
         proxy,

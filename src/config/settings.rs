@@ -172,6 +172,14 @@ pub struct TopologyConfig {
     /// (or the last read failed).
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
+    /// Send each new segment file's read-only node one small search over
+    /// just that file as soon as a snapshot shows it, so the node loads it
+    /// before a user search needs it.
+    pub warm_new_files: bool,
+    /// How long a Flush through the proxy waits (after the writer answered)
+    /// for the files it made to be warm; "0s" answers at once.
+    #[serde(with = "humantime_serde")]
+    pub warm_wait: Duration,
 }
 
 impl Default for TopologyConfig {
@@ -183,6 +191,8 @@ impl Default for TopologyConfig {
             read_timeout: Duration::from_secs(5),
             max_retry_interval: Duration::from_secs(2),
             stale_after: Duration::from_secs(5),
+            warm_new_files: true,
+            warm_wait: Duration::from_secs(2),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::admission::WorkBudget;
 use super::hedge::HedgePolicy;
 use super::placements::Placements;
+use super::warmup::Warmup;
 use crate::backend::Backends;
 use crate::status::{MilvusError, MilvusResult};
 use crate::telemetry::Metrics;
@@ -30,6 +31,8 @@ pub struct Cluster {
     pub(super) work: Arc<WorkBudget>,
     /// Each collection's file placement, kept across searches.
     pub(super) placements: Arc<Placements>,
+    /// Warm-up of new files, which a Flush waits on.
+    pub(super) warmup: Arc<Warmup>,
 }
 
 /// The search protections configured in `[slow_nodes]` and `[admission]`.
@@ -70,6 +73,7 @@ impl Cluster {
             hedging: protection.hedging,
             work: protection.work,
             placements: Arc::default(),
+            warmup: Warmup::disabled(),
         }
     }
 

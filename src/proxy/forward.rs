@@ -15,7 +15,7 @@ use crate::backend::{Backend, Client};
 use crate::status::{MilvusResult, Reply};
 use crate::topology::Snapshot;
 use crate::validate;
-use crate::wire::{ErrorCode, ReLoadSegmentsParam, Status};
+use crate::wire::{ErrorCode, FlushParam, ReLoadSegmentsParam, Status};
 
 /// `|client, request| client.$rpc(request)`: the backend call of one RPC,
 /// as the forwarding methods below take it, carrying the time left.
@@ -65,6 +65,20 @@ impl Cluster {
         // The write may have changed collections or files: the next search
         // through this proxy must see it (the reply is not sent yet).
         self.topology.invalidate();
+        result
+    }
+
+    /// Flush, a write; once the writer has flushed, the files it made are
+    /// warmed on their read-only nodes before the answer (`warmup`, at most
+    /// `topology.warm_wait`), so the first search after it pays no load.
+    pub async fn flush(&self, request: FlushParam) -> MilvusResult<Status> {
+        let result = self.write("Flush", request, client_call!(flush)).await;
+        let flushed = result.as_ref().is_ok_and(|s| s.error_code == 0);
+        if flushed && !self.backends.readonly.is_empty() {
+            if let Ok(snap) = self.topology.fresh().await {
+                self.warmup.settled(snap.sequence()).await;
+            }
+        }
         result
     }
 

@@ -19,12 +19,14 @@ mod forward;
 pub mod health;
 mod hedge;
 pub mod meta_from_snapshot;
+mod placements;
 pub mod raw_insert;
 pub mod reload;
 pub mod route;
 pub mod rpc_metrics;
 mod search;
 pub mod service;
+pub mod warmup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -43,6 +45,7 @@ use self::raw_insert::{InsertPassthrough, RawInsert};
 use self::reload::{LogLevelSetter, Reconfigurer};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
+use self::warmup::Warmup;
 use crate::access::{Access, AccessPolicy};
 use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
@@ -158,6 +161,13 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         options.log_level,
     );
     let protection = cluster::Protection::from_config(&config, metrics.clone());
+    let (warmup, warmup_task) = Warmup::spawn(
+        topology.clone(),
+        live.clone(),
+        metrics.clone(),
+        config.topology.warm_new_files,
+        config.topology.warm_wait,
+    );
     let new_service = || {
         ProxyService::with_live(
             live.clone(),
@@ -167,6 +177,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
             config.backends.search_deadline(),
             protection.clone(),
         )
+        .with_warmup(warmup.clone())
     };
     let service = new_service();
     let (reporter, health_server) = tonic_health::server::health_reporter();
@@ -240,6 +251,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         ),
         live.spawn_health_checks(HEALTH_CHECK_PERIOD),
         health.spawn_publisher(HEALTH_PUBLISH_PERIOD),
+        warmup_task,
     ];
     background.extend(reconfigurer.spawn_watch(config.reload.watch_interval));
     background.extend(crate::discovery::spawn(

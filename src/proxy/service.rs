@@ -13,6 +13,7 @@ use super::cluster::{Cluster, Protection};
 use super::forward::client_call;
 use super::meta_from_snapshot;
 use super::rpc_metrics::reply;
+use super::warmup::Warmup;
 use crate::backend::live::LiveBackends;
 use crate::backend::Backends;
 use crate::telemetry::Metrics;
@@ -95,6 +96,12 @@ impl ProxyService {
             protection,
         );
         Self { cluster, live }
+    }
+
+    /// Flushes wait (a bounded time) for `warmup` to warm the files they made.
+    pub fn with_warmup(mut self, warmup: Arc<Warmup>) -> Self {
+        self.cluster.warmup = warmup;
+        self
     }
 
     /// The cluster one request works on: the backends in effect now, kept
@@ -237,7 +244,7 @@ impl MilvusService for ProxyService {
     }
 
     async fn flush(&self, req: Request<FlushParam>) -> RpcResult<Status> {
-        via!(self.write("Flush", req, flush))
+        reply(self.cluster().flush(req.into_inner()).await)
     }
 
     async fn compact(&self, req: Request<CollectionName>) -> RpcResult<Status> {

@@ -58,6 +58,9 @@ pub struct Snapshot {
     fingerprint: Option<Fingerprint>,
     /// False only for the empty placeholder before the first load.
     loaded: bool,
+    /// Which load of this topology made it (1 for the first, 0 for the
+    /// placeholder): later snapshots have larger numbers.
+    sequence: u64,
 }
 
 impl Snapshot {
@@ -102,6 +105,7 @@ impl Snapshot {
             generation: 0,
             fingerprint: None,
             loaded: true,
+            sequence: 0,
         }
     }
 
@@ -112,6 +116,11 @@ impl Snapshot {
     /// False until the first successful load.
     pub fn is_loaded(&self) -> bool {
         self.loaded
+    }
+
+    /// Which load made it: later snapshots have larger numbers.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
     }
 }
 
@@ -213,6 +222,10 @@ pub struct Topology {
     metrics: Arc<Metrics>,
     settings: TopologySettings,
     current: RwLock<Arc<Snapshot>>,
+    /// Every snapshot loaded, for whoever watches the files change (`subscribe`).
+    loads: tokio::sync::watch::Sender<Arc<Snapshot>>,
+    /// Loads so far, numbering the snapshots.
+    sequence: AtomicU64,
     /// Bumped by every invalidation; a snapshot is fresh when its generation
     /// is at least the value seen when it was requested.
     wanted: AtomicU64,
@@ -248,6 +261,8 @@ impl Topology {
             metrics,
             settings,
             current: RwLock::new(Arc::new(Snapshot::default())),
+            loads: tokio::sync::watch::Sender::new(Arc::new(Snapshot::default())),
+            sequence: AtomicU64::new(0),
             wanted: AtomicU64::new(1),
             loading: Mutex::new(()),
             verified_at: std::sync::Mutex::new(None),
@@ -307,6 +322,11 @@ impl Topology {
     /// Whether the snapshot was verified at or after `t`.
     fn verified_since(&self, t: Instant) -> bool {
         locked(&self.verified_at).is_some_and(|v| v >= t)
+    }
+
+    /// Every snapshot loaded from now on (the latest one first).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.loads.subscribe()
     }
 
     /// The latest snapshot, whatever its age.
@@ -480,11 +500,13 @@ impl Topology {
         let mut snap = Snapshot::build(tables, files);
         snap.generation = generation;
         snap.fingerprint = Some(fingerprint);
+        snap.sequence = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         let snap = Arc::new(snap);
         match self.current.write() {
             Ok(mut cur) => *cur = snap.clone(),
             Err(p) => *p.into_inner() = snap.clone(),
         }
+        self.loads.send_replace(snap.clone());
         self.mark_verified(started);
         Ok(snap)
     }

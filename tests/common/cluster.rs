@@ -271,6 +271,16 @@ impl ClusterBuilder {
     }
 }
 
+/// The value of one series in the proxy's metrics text (summed over the
+/// lines that start with `series`; 0 when absent).
+pub fn metric(proxy: &mishards::proxy::RunningProxy, series: &str) -> f64 {
+    let text = proxy.metrics.encode();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
 /// One writable node, read-only nodes and the proxy in front of them.
 pub struct Cluster {
     /// The metadata database the cluster shares.
