@@ -1,7 +1,8 @@
 //! Slow and hung read-only nodes, deadlines and overload, end to end over
-//! real gRPC on 127.0.0.1: an in-process cluster (writer, three read-only
-//! nodes), and a second proxy whose first read-only node sits behind a TCP
-//! relay the test freezes or slows down. Every search answer is checked
+//! real gRPC on 127.0.0.1: nodes as child processes of the binary, one of
+//! them frozen with SIGSTOP; an in-process cluster (writer, three read-only
+//! nodes) and a second proxy whose first read-only node sits behind a TCP
+//! relay the test slows down or freezes. Every search answer is checked
 //! against the brute-force oracle; each scenario is bounded in time and
 //! prints its figures (`cargo test --test resilience -- --nocapture`).
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::processes::ProcessCluster;
 use common::relay::{Mode, Relay};
 use common::*;
 use mishards::config::Config;
@@ -241,10 +243,105 @@ async fn slow_reader_scenario(mode: Mode, name: &str) {
     cluster.stop().await;
 }
 
+/// `kill -STOP` on one of three read-only nodes, each its own process of
+/// the real binary (over MySQL), for 10 s of a 20 s load of 8 clients: no
+/// search fails or is incomplete, none is slower than the largest hedge
+/// delay (1 s) plus 1 s; after `kill -CONT` the node gets files again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_reader_is_hedged_ejected_and_back() {
+async fn sigstopped_reader_is_hedged_ejected_and_back() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    slow_reader_scenario(Mode::Freeze, "frozen_reader").await;
+    let test = "sigstopped_reader_is_hedged_ejected_and_back";
+    let Some(nodes) = ProcessCluster::start(test, 3).await else {
+        return;
+    };
+    init_logging();
+    let mut config = proxy_config(
+        &nodes.meta_uri,
+        &nodes.writer.addr.to_string(),
+        nodes.reader_addrs(),
+    );
+    config.backends.connect_timeout = Duration::from_secs(1);
+    config.topology.refresh_interval = Duration::from_millis(100);
+    let proxy = proxy::start(config).await.expect("proxy starts");
+    let mut client = client_of(proxy.addr);
+    create_collection(&mut client, "sigstop", DIM as i64, L2).await;
+    let mut collection = TestCollection::new(client, "mysql", "sigstop", DIM, L2);
+    // 12 files, so every read-only node has a share.
+    let rows = Arc::new(collection.fill(&mut VectorSource::new(7), 12, 200).await);
+    let frozen = &nodes.readers[0];
+    let frozen_addr = frozen.addr.to_string();
+    // Warm up: every node answers and the latency windows fill.
+    until_back(
+        &proxy,
+        &collection,
+        &rows,
+        &frozen_addr,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    let started = Instant::now();
+    let load_end = started + Duration::from_secs(20);
+    let misbehave = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        frozen.freeze();
+        let stopped = Instant::now();
+        let out = |p: &RunningProxy| {
+            metric(
+                p,
+                &format!("mishards_backend_ejected{{backend=\"{frozen_addr}\"}}"),
+            ) == 1.0
+                || metric(
+                    p,
+                    &format!("mishards_backend_up{{backend=\"{frozen_addr}\"}}"),
+                ) == 0.0
+        };
+        while !out(&proxy) && stopped.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let routed_around = out(&proxy).then(|| stopped.elapsed());
+        tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+        let before = ok_searches_on(&proxy, &frozen_addr);
+        frozen.thaw();
+        let resumed = Instant::now();
+        // Polled while the load goes on, bounded by the load's end.
+        while ok_searches_on(&proxy, &frozen_addr) <= before && Instant::now() < load_end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let back = (ok_searches_on(&proxy, &frozen_addr) > before).then(|| resumed.elapsed());
+        (routed_around, back)
+    };
+    let (load, (routed_around, back_during_load)) =
+        tokio::join!(search_load(&proxy, &collection, &rows, load_end), misbehave);
+    let after_load = until_back(
+        &proxy,
+        &collection,
+        &rows,
+        &frozen_addr,
+        Duration::from_secs(30),
+    )
+    .await;
+    let sent = load.sent.load(Ordering::Relaxed);
+    let failed = load.failed.load(Ordering::Relaxed);
+    let worst = Duration::from_micros(load.worst_micros.load(Ordering::Relaxed));
+    let hedged = metric(&proxy, "mishards_hedged_requests_total");
+    eprintln!(
+        "FIGURES sigstop (kill -STOP pid {} for 10 s of a 20 s load, 8 clients, nodes as \
+         processes): sent {sent}, failed {failed}, hedged {hedged}, worst latency {worst:?}; \
+         ejected or marked down {routed_around:?} after SIGSTOP; answering parts again \
+         {back_during_load:?} after SIGCONT (None: not before the load ended; then \
+         {after_load:?} after the load)",
+        frozen.pid()
+    );
+    assert_eq!(failed, 0, "failed searches");
+    assert!(
+        routed_around.is_some(),
+        "the stopped node was never taken out"
+    );
+    assert!(sent > 50, "only {sent} searches in 20 s");
+    // The issue's bound: hedge delay (at most hedge_max_delay, 1 s) + 1 s.
+    assert!(worst < Duration::from_secs(2), "a search took {worst:?}");
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
