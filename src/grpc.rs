@@ -1,6 +1,7 @@
 //! Serving and dialling `milvus.grpc.MilvusService` with Milvus' transport
 //! settings: large message limits (tonic's 4 MiB default would break a
-//! 100k x 128 insert), gzip accepted, graceful shutdown.
+//! 100k x 128 insert), gzip accepted, graceful shutdown; TLS to a backend
+//! through the connector of `tls::backend`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,16 +144,33 @@ where
         .await
 }
 
-/// A lazily connecting channel to `addr` ("host:port").
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+/// An endpoint for `uri` with Milvus' transport settings.
+fn endpoint(uri: String, connect_timeout: Duration) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(uri)?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily connecting channel to `addr` ("host:port").
+pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(format!("http://{addr}"), connect_timeout)?.connect_lazy())
+}
+
+/// A lazily connecting channel to `addr` over TLS (`[backend_tls]`); the
+/// connect timeout bounds the TCP connect and the handshake together.
+pub fn tls_channel(
+    addr: &str,
+    connect_timeout: Duration,
+    connector: crate::tls::backend::Connector,
+) -> Result<Channel, tonic::transport::Error> {
+    Ok(
+        endpoint(format!("https://{addr}"), connect_timeout)?
+            .connect_with_connector_lazy(connector),
+    )
 }
 
 /// A client on `channel` with Milvus' message limits.

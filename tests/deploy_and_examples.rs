@@ -562,6 +562,9 @@ fn discovery_and_tls_configs_pass_check_config() {
         ("server.crt", &cert_pem),
         ("server.key", &key_pem),
         ("clients-ca.crt", &cert_pem),
+        ("backends-ca.crt", &cert_pem),
+        ("proxy-client.crt", &cert_pem),
+        ("proxy-client.key", &key_pem),
     ] {
         std::fs::write(certs.path().join(name), pem).unwrap();
     }

@@ -1,14 +1,20 @@
-//! TLS and mutual TLS on the proxy's client listener, with certificates
-//! generated here (rcgen): a TLS client is served, a plain one is not; with
+//! TLS and mutual TLS with certificates generated here (rcgen). On the
+//! proxy's client listener: a TLS client is served, a plain one is not; with
 //! a client CA, a client without a certificate is refused and one with a
 //! certificate that CA signed is served; replaced certificate files are
-//! picked up without a restart.
+//! picked up without a restart. From the proxy to its backends
+//! (`[backend_tls]`): TLS-terminating sidecars (as an operator puts in
+//! front of Milvus 1.x, which has no TLS) in front of the writer and the
+//! read-only nodes; inserts and searches work through them, a wrong CA is
+//! a prompt, clear error and a corrected CA file is used without a restart,
+//! and a sidecar that requires a client certificate gets the proxy's.
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 
 mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,8 +26,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
-use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint};
 
 struct Ca {
@@ -209,5 +216,290 @@ async fn tls_and_mutual_tls() {
     );
     eprintln!("mTLS: no certificate -> {without:?}; wrong CA -> {wrong:?}");
     mtls_proxy.stop(Duration::from_secs(2)).await.unwrap();
+    cluster.stop().await;
+}
+
+/// A TLS-terminating sidecar in front of a node's plain gRPC port: it
+/// accepts TLS with `identity` (and, given a client CA, only clients with a
+/// certificate it signed) and forwards the bytes to `target`.
+struct TlsSidecar {
+    addr: SocketAddr,
+    /// Connections whose handshake failed (wrong CA on the proxy's side, no
+    /// client certificate).
+    refused: Arc<AtomicU64>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TlsSidecar {
+    async fn start(target: SocketAddr, identity: &Identity, client_ca: Option<&Ca>) -> TlsSidecar {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add(ca.der()).unwrap();
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                        .build()
+                        .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(
+                vec![identity.cert_der.clone()],
+                identity.key_der.clone_key(),
+            )
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = Arc::new(AtomicU64::new(0));
+        let counter = refused.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let refused = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(Ok(mut tls)) =
+                        tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
+                    else {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let Ok(mut node) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = node.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut node).await;
+                });
+            }
+        });
+        TlsSidecar {
+            addr,
+            refused,
+            accept,
+        }
+    }
+}
+
+impl Drop for TlsSidecar {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Sidecars in front of the writer and every read-only node of `cluster`.
+async fn sidecars(
+    cluster: &Cluster,
+    identity: &Identity,
+    client_ca: Option<&Ca>,
+) -> Vec<TlsSidecar> {
+    let mut targets = vec![cluster.writer.as_ref().unwrap().addr];
+    targets.extend(cluster.reader_addrs());
+    let mut all = Vec::new();
+    for target in targets {
+        all.push(TlsSidecar::start(target, identity, client_ca).await);
+    }
+    all
+}
+
+/// A proxy over the cluster whose backends are `sidecars` (the writer's first).
+async fn proxy_through(
+    cluster: &Cluster,
+    sidecars: &[TlsSidecar],
+    tls: mishards::config::BackendTlsConfig,
+) -> proxy::RunningProxy {
+    let addrs: Vec<String> = sidecars.iter().map(|s| s.addr.to_string()).collect();
+    let mut config = proxy_config(&cluster.meta_uri, &addrs[0], addrs[1..].to_vec());
+    config.backends.connect_timeout = Duration::from_secs(2);
+    config.topology.refresh_interval = Duration::from_millis(100);
+    config.backend_tls = tls;
+    proxy::start(config).await.unwrap()
+}
+
+/// Search parts each sidecar (read-only node) answered through `proxy`.
+fn parts_answered(proxy: &proxy::RunningProxy, sidecars: &[TlsSidecar]) -> Vec<f64> {
+    let text = proxy.metrics.encode();
+    sidecars[1..]
+        .iter()
+        .map(|s| {
+            let series = format!(
+                "mishards_backend_requests_total{{backend=\"{}\",method=\"SearchInFiles\",outcome=\"ok\"}} ",
+                s.addr
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&series)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .collect()
+}
+
+/// The error of a search through `client` that must fail (gRPC or Milvus status), within 10 s.
+async fn failed_search(client: &mut common::Client, param: SearchParam) -> (String, Duration) {
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), client.search(param))
+        .await
+        .expect("a failing backend connection is answered, not left hanging");
+    let took = started.elapsed();
+    let text = match reply {
+        Ok(r) => {
+            let status = r.into_inner().status.unwrap_or_default();
+            assert_ne!(status.error_code, 0, "the search succeeded");
+            status.reason
+        }
+        Err(s) => format!("{:?}: {}", s.code(), s.message()),
+    };
+    (text, took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_mutual_tls_to_the_backends() {
+    const DIM: usize = 8;
+    let cluster = Cluster::with(&MetaKind::Sqlite).readers(2).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend_ca = Ca::new("backend sidecars CA");
+    // The proxy names each backend by the host of its address: 127.0.0.1.
+    let sidecar_id = backend_ca.issue(&["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    let wrong_ca = Ca::new("not the sidecars' CA");
+    let ca_file = write(dir.path(), "backends-ca.pem", &wrong_ca.issuer.pem());
+    // One file written directly, so the wrong-CA search has parts to send.
+    let mut collection = cluster.collection("tls_backends", DIM, L2).await;
+    let mut source = VectorSource::new(11);
+    let mut rows = collection.add_file(&mut source, 100).await;
+    let queries = source.floats(2, DIM);
+    let tls_only = sidecars(&cluster, &sidecar_id, None).await;
+    let proxy = proxy_through(
+        &cluster,
+        &tls_only,
+        mishards::config::BackendTlsConfig {
+            ca_file: ca_file.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut client = client_of(proxy.addr);
+
+    // A CA that did not sign the sidecars' certificates: a prompt error naming the cause.
+    let (wrong_ca_error, wrong_ca_took) = failed_search(
+        &mut client,
+        search_param("tls_backends", &[], &queries, 5, "{}"),
+    )
+    .await;
+    assert!(
+        wrong_ca_error.contains("TLS handshake with backend")
+            && wrong_ca_error.contains("UnknownIssuer"),
+        "{wrong_ca_error}"
+    );
+
+    // The right CA written to the same file: used at the next connection, no restart.
+    let fixed = Instant::now();
+    write(dir.path(), "backends-ca.pem", &backend_ca.issuer.pem());
+    loop {
+        let answer = client
+            .search(search_param("tls_backends", &[], &queries, 5, "{}"))
+            .await;
+        if matches!(&answer, Ok(r) if code_of(&r.get_ref().status) == 0) {
+            break;
+        }
+        assert!(
+            fixed.elapsed() < Duration::from_secs(15),
+            "the corrected CA file was not used: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ca_reload_took = fixed.elapsed();
+    // Inserts through TLS to the writer; more files so both read-only nodes get some.
+    let mut collection = collection.through(client.clone());
+    rows.extend(collection.fill(&mut source, 5, 100).await);
+    // Searches through TLS to the read-only nodes; the health probe may
+    // still have one down after the wrong-CA phase: bounded wait.
+    let searching = Instant::now();
+    loop {
+        collection
+            .expect_search("through TLS sidecars", &rows, &queries, 10)
+            .await;
+        if parts_answered(&proxy, &tls_only).iter().all(|n| *n > 0.0) {
+            break;
+        }
+        assert!(
+            searching.elapsed() < Duration::from_secs(15),
+            "a read-only node answered no part: {:?}",
+            parts_answered(&proxy, &tls_only)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tls_parts = parts_answered(&proxy, &tls_only);
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+    drop(tls_only);
+
+    // mTLS: sidecars that require a client certificate signed by the client CA.
+    let client_ca = Ca::new("proxy client CA");
+    let proxy_id = client_ca.issue(&["mishards-proxy"], ExtendedKeyUsagePurpose::ClientAuth);
+    let mutual = sidecars(&cluster, &sidecar_id, Some(&client_ca)).await;
+    let without_cert = proxy_through(
+        &cluster,
+        &mutual,
+        mishards::config::BackendTlsConfig {
+            ca_file: ca_file.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (no_cert_error, no_cert_took) = failed_search(
+        &mut client_of(without_cert.addr),
+        search_param("tls_backends", &[], &queries, 5, "{}"),
+    )
+    .await;
+    without_cert.stop(Duration::from_secs(2)).await.unwrap();
+    let refused_without_cert: u64 = mutual
+        .iter()
+        .map(|s| s.refused.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        refused_without_cert > 0,
+        "no sidecar refused a proxy without a certificate"
+    );
+
+    let with_cert = proxy_through(
+        &cluster,
+        &mutual,
+        mishards::config::BackendTlsConfig {
+            ca_file,
+            cert_file: write(dir.path(), "proxy.pem", &proxy_id.cert_pem),
+            key_file: write(dir.path(), "proxy.key", &proxy_id.key_pem),
+            server_name: String::new(),
+        },
+    )
+    .await;
+    let mut collection = collection.through(client_of(with_cert.addr));
+    rows.extend(collection.add_file(&mut source, 100).await);
+    let searching = Instant::now();
+    loop {
+        collection
+            .expect_search("through mTLS sidecars", &rows, &queries, 10)
+            .await;
+        if parts_answered(&with_cert, &mutual).iter().all(|n| *n > 0.0) {
+            break;
+        }
+        assert!(
+            searching.elapsed() < Duration::from_secs(15),
+            "a read-only node answered no part over mTLS: {:?}",
+            parts_answered(&with_cert, &mutual)
+        );
+    }
+    eprintln!(
+        "FIGURES backend TLS: wrong CA answered in {wrong_ca_took:?}: {wrong_ca_error}; corrected \
+         CA file used after {ca_reload_took:?}; parts answered per read-only sidecar over TLS \
+         {tls_parts:?}; mTLS without a client certificate answered in {no_cert_took:?}: \
+         {no_cert_error}; with one: parts {:?}",
+        parts_answered(&with_cert, &mutual)
+    );
+    with_cert.stop(Duration::from_secs(2)).await.unwrap();
+    drop(mutual);
     cluster.stop().await;
 }

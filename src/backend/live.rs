@@ -116,6 +116,7 @@ fn rebuild(
             None => Arc::new(Backend::new(
                 addr,
                 config,
+                old.tls.as_ref(),
                 metrics.clone(),
                 super::ejection_policy(config, addr == config.backends.writable),
             )?),
@@ -134,6 +135,7 @@ fn rebuild(
         readonly: readonly_backends,
         by_addr,
         ring,
+        tls: old.tls.clone(),
     })
 }
 

@@ -5,7 +5,8 @@
 //! `admission.max_inflight_per_backend` calls at once (more wait for a slot
 //! within their deadline); `health` keeps its passive-ejection state and
 //! recent search latencies; `live` makes the set of nodes replaceable at run
-//! time; `stats` keeps the per-node admin counters.
+//! time; `stats` keeps the per-node admin counters. With `[backend_tls]`
+//! every connection to a node is TLS (`crate::tls::backend`).
 
 pub mod health;
 pub mod live;
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::ring::Ring;
 use crate::status::{code_name, MilvusError, Reply};
 use crate::telemetry::Metrics;
+use crate::tls::BackendTls;
 use crate::trace::InjectTraceContext;
 use crate::wire::milvus_service_client::MilvusServiceClient;
 use crate::wire::{Command, ErrorCode};
@@ -69,7 +71,7 @@ impl BackendError {
                 ErrorCode::ConnectFailed,
                 format!(
                     "backend {addr} failed {method}: {} ({:?})",
-                    status.message(),
+                    crate::error_text::status_line(status),
                     status.code()
                 ),
             ),
@@ -154,11 +156,21 @@ impl Backend {
     fn new(
         addr: &str,
         config: &Config,
+        tls: Option<&Arc<BackendTls>>,
         metrics: Arc<Metrics>,
         policy: EjectionPolicy,
     ) -> anyhow::Result<Self> {
         let max = config.server.max_message_size.0 as usize;
-        let channel = crate::grpc::channel(addr, config.backends.connect_timeout)?;
+        let timeout = config.backends.connect_timeout;
+        let channel = match tls {
+            None => crate::grpc::channel(addr, timeout)?,
+            Some(tls) => {
+                let connector = tls
+                    .connector(addr)
+                    .map_err(|e| anyhow::anyhow!("backend {addr}: {e}"))?;
+                crate::grpc::tls_channel(addr, timeout, connector)?
+            }
+        };
         let client = MilvusServiceClient::with_interceptor(channel.clone(), InjectTraceContext)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
@@ -472,15 +484,28 @@ pub struct Backends {
     pub readonly: Vec<Arc<Backend>>,
     by_addr: HashMap<String, Arc<Backend>>,
     pub ring: Ring,
+    /// `[backend_tls]`, when on: every node's connections use it.
+    tls: Option<Arc<BackendTls>>,
+}
+
+/// The TLS of `[backend_tls]`, or None when it is off.
+fn backend_tls(config: &Config) -> anyhow::Result<Option<Arc<BackendTls>>> {
+    let section = &config.backend_tls;
+    crate::tls::BackendTlsFiles::from_paths(&section.ca_file, &section.cert_file, &section.key_file)
+        .map(|files| BackendTls::load(files, &section.server_name))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("backend_tls: {e}"))
 }
 
 impl Backends {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let tls = backend_tls(config)?;
         let readonly_policy = ejection_policy(config, false);
         let writer_policy = ejection_policy(config, true);
         let writable = Arc::new(Backend::new(
             &config.backends.writable,
             config,
+            tls.as_ref(),
             metrics.clone(),
             writer_policy,
         )?);
@@ -493,6 +518,7 @@ impl Backends {
                 None => Arc::new(Backend::new(
                     addr,
                     config,
+                    tls.as_ref(),
                     metrics.clone(),
                     readonly_policy,
                 )?),
@@ -509,6 +535,7 @@ impl Backends {
             readonly,
             by_addr,
             ring,
+            tls,
         })
     }
 

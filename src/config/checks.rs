@@ -135,6 +135,7 @@ impl Config {
         }
 
         self.check_tls(&mut report);
+        self.check_backend_tls(&mut report);
 
         if let Err(message) = check_log_level(&self.log.level) {
             report("log.level", message);
@@ -189,6 +190,61 @@ impl Config {
         {
             if let Err(message) = crate::tls::server_config(&files) {
                 report("tls.cert_file", message);
+            }
+        }
+    }
+}
+
+impl Config {
+    /// `[backend_tls]`: a client certificate needs its key and a CA, the
+    /// server name must be a name, and the files must really make a TLS
+    /// client configuration (read here, so `check-config` catches them).
+    fn check_backend_tls(&self, report: &mut impl FnMut(&str, String)) {
+        let tls = &self.backend_tls;
+        let set = |s: &str| !s.trim().is_empty();
+        if set(&tls.cert_file) != set(&tls.key_file) {
+            let missing = if set(&tls.cert_file) {
+                "backend_tls.key_file"
+            } else {
+                "backend_tls.cert_file"
+            };
+            report(
+                missing,
+                "backend_tls.cert_file and backend_tls.key_file go together".to_string(),
+            );
+            return;
+        }
+        if !set(&tls.ca_file) {
+            for (key, value) in [
+                ("backend_tls.cert_file", &tls.cert_file),
+                ("backend_tls.server_name", &tls.server_name),
+            ] {
+                if set(value) {
+                    report(
+                        key,
+                        "TLS to the backends needs backend_tls.ca_file (the CA that signs \
+                         their certificates)"
+                            .to_string(),
+                    );
+                }
+            }
+            return;
+        }
+        if set(&tls.server_name) {
+            if let Err(message) = crate::tls::backend::server_name("", &tls.server_name) {
+                report("backend_tls.server_name", message);
+            }
+        }
+        if let Some(files) =
+            crate::tls::BackendTlsFiles::from_paths(&tls.ca_file, &tls.cert_file, &tls.key_file)
+        {
+            if let Err(message) = crate::tls::backend::client_config(&files) {
+                let key = if message.contains("backend CA file") {
+                    "backend_tls.ca_file"
+                } else {
+                    "backend_tls.cert_file"
+                };
+                report(key, message);
             }
         }
     }
@@ -259,5 +315,49 @@ mod tests {
                 "log.level",
             ]
         );
+    }
+
+    #[test]
+    fn backend_tls_keys_go_together_and_files_are_read() {
+        let mut config = Config::load_from_str(MINIMAL, no_env).expect("valid");
+        config.backend_tls.cert_file = "proxy.pem".to_string();
+        assert_eq!(keys(&config.validate()), vec!["backend_tls.key_file"]);
+        config.backend_tls.key_file = "proxy.key".to_string();
+        config.backend_tls.server_name = "milvus.internal".to_string();
+        assert_eq!(
+            keys(&config.validate()),
+            vec!["backend_tls.cert_file", "backend_tls.server_name"],
+            "a client certificate and a server name need a CA"
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["proxy".to_string()]).expect("certificate");
+        let path = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        config.backend_tls.ca_file = path("ca.pem", &generated.cert.pem());
+        config.backend_tls.cert_file = path("proxy.pem", &generated.cert.pem());
+        config.backend_tls.key_file = path("proxy.key", &generated.signing_key.serialize_pem());
+        assert_eq!(keys(&config.validate()), Vec::<String>::new());
+
+        config.backend_tls.server_name = "not a name".to_string();
+        config.backend_tls.ca_file = path("empty.pem", "");
+        let errors = config.validate();
+        assert_eq!(
+            keys(&errors),
+            vec!["backend_tls.server_name", "backend_tls.ca_file"]
+        );
+        assert!(
+            errors[1].message.contains("holds no PEM certificate"),
+            "{}",
+            errors[1]
+        );
+        config.backend_tls.server_name = String::new();
+        config.backend_tls.ca_file = path("ca.pem", &generated.cert.pem());
+        config.backend_tls.key_file = path("wrong.key", &generated.cert.pem());
+        assert_eq!(keys(&config.validate()), vec!["backend_tls.cert_file"]);
     }
 }

@@ -51,8 +51,8 @@ pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use operations::{DiscoveryConfig, DiscoveryMode, ReloadConfig};
 pub use resilience::{AdmissionConfig, DeadlinesConfig, SlowNodesConfig};
 pub use settings::{
-    AccessConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig, MetricsConfig,
-    ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
+    AccessConfig, BackendTlsConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig,
+    MetricsConfig, ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
 };
 
 use env::apply_env_overrides;
@@ -170,6 +170,7 @@ impl Config {
             log: parts.parse("log"),
             access: parts.parse("access"),
             tls: parts.parse("tls"),
+            backend_tls: parts.parse("backend_tls"),
             deadlines: parts.parse("deadlines"),
             slow_nodes: parts.parse("slow_nodes"),
             admission: parts.parse("admission"),

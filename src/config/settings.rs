@@ -1,5 +1,6 @@
 //! The typed settings of `mishards serve`: one struct per TOML section
-//! (`server`, `metrics`, `meta`, `backends`, `topology`, `log`), with their defaults.
+//! (`server`, `metrics`, `meta`, `backends`, `topology`, `log`, `access`,
+//! `tls`, `backend_tls`), with their defaults.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub access: AccessConfig,
     pub tls: TlsConfig,
+    pub backend_tls: BackendTlsConfig,
     pub deadlines: super::resilience::DeadlinesConfig,
     pub slow_nodes: super::resilience::SlowNodesConfig,
     pub admission: super::resilience::AdmissionConfig,
@@ -233,6 +235,23 @@ impl Default for TlsConfig {
             reload_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// `[backend_tls]`: TLS from the proxy to its backends (off while
+/// `ca_file` is empty). Milvus 1.x speaks plain gRPC: this is for a
+/// TLS-terminating sidecar in front of each node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendTlsConfig {
+    /// PEM CA certificates the backends' certificates must chain to; empty = plain gRPC.
+    pub ca_file: String,
+    /// PEM client certificate chain the proxy presents when a backend asks (mTLS).
+    pub cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub key_file: String,
+    /// The name every backend certificate is verified against; empty = the
+    /// host of each backend address (a DNS name or an IP address).
+    pub server_name: String,
 }
 
 /// `[log]`: logging to stderr.

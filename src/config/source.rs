@@ -9,7 +9,7 @@ use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 13] = [
+pub(super) const SECTION_NAMES: [&str; 14] = [
     "server",
     "metrics",
     "meta",
@@ -18,6 +18,7 @@ pub(super) const SECTION_NAMES: [&str; 13] = [
     "log",
     "access",
     "tls",
+    "backend_tls",
     "deadlines",
     "slow_nodes",
     "admission",

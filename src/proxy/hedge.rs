@@ -10,7 +10,7 @@
 //! node still silent past its hedge delay counts a failure towards its
 //! ejection (at most one per 300 ms: see `backend::health::SLOW_EVIDENCE_GAP`).
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -119,7 +119,11 @@ impl Cluster {
             self.metrics.resilience.hedged(node);
             tracing::debug!(backend = %node, delay = ?slow_after, "hedging a slow search part");
         }
-        let others = self.fail_over(ids, search, HashSet::from([node.to_string()]));
+        let why = match second {
+            Second::Hedge => format!("no answer within {slow_after:?}, hedged"),
+            Second::NodeDown => format!("no answer within {slow_after:?} and marked down"),
+        };
+        let others = self.fail_over(ids, search, BTreeMap::from([(node.to_string(), why)]));
         tokio::pin!(others);
         tokio::select! {
             result = &mut primary => match result {
@@ -150,20 +154,21 @@ impl Cluster {
             Err(NodeFailure::Milvus(e)) => Err(e),
             Err(NodeFailure::Unreachable(e)) => {
                 tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
-                self.fail_over(ids, search, HashSet::from([node.to_string()]))
+                self.fail_over(ids, search, BTreeMap::from([(node.to_string(), e.reason)]))
                     .await
             }
         }
     }
 
     /// Searches `ids` on the healthy nodes the ring names for them, leaving
-    /// out `excluded`; a node that cannot be reached is left out in turn and
-    /// its files move on. Bounded by the request's deadline.
+    /// out `excluded` (node -> why); a node that cannot be reached is left
+    /// out in turn and its files move on. Bounded by the request's deadline.
+    /// When no node is left, the error says why each one was left out.
     async fn fail_over(
         &self,
         ids: &[i64],
         search: &EncodedSearch,
-        mut excluded: HashSet<String>,
+        mut excluded: BTreeMap<String, String>,
     ) -> MilvusResult<Vec<TopKHits>> {
         let mut parts = Vec::new();
         let mut rows: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 0)).collect();
@@ -172,14 +177,15 @@ impl Cluster {
                 // The failure was the deadline itself: no node is to blame.
                 return crate::deadline::yield_to_layer().await;
             }
-            let healthy = |addr: &str| !excluded.contains(addr) && self.backends.is_healthy(addr);
+            let healthy =
+                |addr: &str| !excluded.contains_key(addr) && self.backends.is_healthy(addr);
             let plan = route::plan(&self.backends.ring, &rows, healthy).map_err(|e| {
                 MilvusError::new(
                     ErrorCode::ConnectFailed,
                     format!(
                         "search failed: {} (unreachable: {})",
                         e.reason,
-                        sorted(&excluded)
+                        listed(&excluded)
                     ),
                 )
             })?;
@@ -195,7 +201,7 @@ impl Cluster {
                     Err(NodeFailure::Milvus(e)) => return Err(e),
                     Err(NodeFailure::Unreachable(e)) => {
                         tracing::warn!(backend = %node, error = %e.reason, "read-only node failed; moving its files");
-                        excluded.insert(node.clone());
+                        excluded.insert(node.clone(), e.reason);
                         rows.extend(ids.iter().map(|id| (*id, 0)));
                     }
                 }
@@ -205,10 +211,13 @@ impl Cluster {
     }
 }
 
-fn sorted(set: &HashSet<String>) -> String {
-    let mut v: Vec<&String> = set.iter().collect();
-    v.sort();
-    v.into_iter().cloned().collect::<Vec<_>>().join(", ")
+/// "a:1 [why]; b:2 [why]", in address order.
+fn listed(excluded: &BTreeMap<String, String>) -> String {
+    excluded
+        .iter()
+        .map(|(node, why)| format!("{node} [{why}]"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[cfg(test)]
@@ -216,9 +225,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn excluded_nodes_are_listed_in_order() {
-        let set: HashSet<String> = ["b:2", "a:1"].into_iter().map(String::from).collect();
-        assert_eq!(sorted(&set), "a:1, b:2");
+    fn excluded_nodes_are_listed_in_order_with_why() {
+        let set = BTreeMap::from([
+            ("b:2".to_string(), "refused".to_string()),
+            ("a:1".to_string(), "TLS handshake failed".to_string()),
+        ]);
+        assert_eq!(listed(&set), "a:1 [TLS handshake failed]; b:2 [refused]");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Test support for the integration tests: an in-process cluster
 //! ([`cluster`]), the Milvus calls a scenario makes ([`calls`]), a handle on
 //! one collection that fills, searches and checks it ([`collection`]), and the
-//! brute-force oracle every search is checked against ([`oracle`]).
+//! brute-force oracle every search is checked against ([`oracle`]); nodes as
+//! child processes of the binary ([`processes`]) and a TCP relay ([`relay`]).
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -10,6 +11,7 @@ pub mod calls;
 pub mod cluster;
 pub mod collection;
 pub mod oracle;
+pub mod processes;
 pub mod relay;
 
 pub use calls::*;

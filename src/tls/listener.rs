@@ -10,20 +10,20 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::{certificates, private_key, provider, roots, set, CertificateFiles, Reloading};
 
 /// Longest a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,12 +41,16 @@ impl TlsFiles {
     /// The files of `[tls]` (`cert_file`, `key_file`, `client_ca_file`),
     /// or None when TLS is off (no `cert_file`).
     pub fn from_paths(cert_file: &str, key_file: &str, client_ca_file: &str) -> Option<TlsFiles> {
-        (!cert_file.trim().is_empty()).then(|| TlsFiles {
-            cert: PathBuf::from(cert_file),
+        set(cert_file).map(|cert| TlsFiles {
+            cert,
             key: PathBuf::from(key_file),
-            client_ca: (!client_ca_file.trim().is_empty()).then(|| PathBuf::from(client_ca_file)),
+            client_ca: set(client_ca_file),
         })
     }
+}
+
+impl CertificateFiles for TlsFiles {
+    type Config = ServerConfig;
 
     fn paths(&self) -> Vec<&PathBuf> {
         let mut paths = vec![&self.cert, &self.key];
@@ -54,45 +58,26 @@ impl TlsFiles {
         paths
     }
 
-    /// The modification times of the files, to notice a change.
-    fn stamps(&self) -> Vec<Option<SystemTime>> {
-        self.paths()
-            .into_iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
+    fn build(&self) -> Result<ServerConfig, String> {
+        server_config(self)
     }
-}
 
-fn certificates(path: &PathBuf, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read the {what} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "{what} {} holds no PEM certificate",
-            path.display()
-        ));
+    fn purpose(&self) -> &'static str {
+        "client listener"
     }
-    Ok(certs)
 }
 
 /// The rustls server configuration of `files` (gRPC: ALPN "h2").
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     let chain = certificates(&files.cert, "certificate file")?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("cannot read the key file {}: {e}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = private_key(&files.key)?;
+    let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in certificates(ca, "client CA file")? {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("client CA file {}: {e}", ca.display()))?;
-            }
+            let roots = roots(ca, "client CA file")?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("client CA file {}: {e}", ca.display()))?;
@@ -111,68 +96,11 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
-/// The current server configuration, rebuilt when the files change.
-pub struct ReloadingConfig {
-    files: TlsFiles,
-    current: RwLock<(Arc<ServerConfig>, Vec<Option<SystemTime>>)>,
-}
+/// The listener's server configuration, rebuilt when the files change.
+pub type ReloadingConfig = Reloading<TlsFiles>;
 
-impl ReloadingConfig {
-    /// Reads the files once; an error here stops the start.
-    pub fn load(files: TlsFiles) -> Result<Arc<ReloadingConfig>, String> {
-        let stamps = files.stamps();
-        let config = Arc::new(server_config(&files)?);
-        Ok(Arc::new(ReloadingConfig {
-            files,
-            current: RwLock::new((config, stamps)),
-        }))
-    }
-
-    fn acceptor(&self) -> TlsAcceptor {
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        TlsAcceptor::from(current.0.clone())
-    }
-
-    /// Rebuilds the configuration when a file's modification time moved.
-    /// Returns whether it was replaced; a broken file keeps the old one.
-    pub fn reload_if_changed(&self) -> bool {
-        let stamps = self.files.stamps();
-        {
-            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-            if current.1 == stamps {
-                return false;
-            }
-        }
-        match server_config(&self.files) {
-            Ok(config) => {
-                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-                *current = (Arc::new(config), stamps);
-                tracing::info!("TLS certificate files changed; reloaded");
-                true
-            }
-            Err(e) => {
-                // Remember the stamps: the same broken files are not retried
-                // (and logged) every period.
-                let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-                current.1 = stamps;
-                tracing::error!(error = %e, "TLS files changed but cannot be used; keeping the previous ones");
-                false
-            }
-        }
-    }
-
-    /// Checks the files every `period` until aborted.
-    pub fn spawn_reloader(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period.max(Duration::from_millis(100)));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                me.reload_if_changed();
-            }
-        })
-    }
+fn acceptor(tls: &ReloadingConfig) -> TlsAcceptor {
+    TlsAcceptor::from(tls.current())
 }
 
 /// One accepted, handshaken TLS connection, with the addresses the access
@@ -258,7 +186,7 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = tls.acceptor();
+            let acceptor = acceptor(&tls);
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
