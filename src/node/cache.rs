@@ -1,17 +1,24 @@
-//! Cache of loaded segments keyed by `TableFiles.id`. An entry is valid only
-//! for the `updated_time` it was loaded at: when the metadata shows a newer
-//! time (deletes applied by the writable node), the segment is read again.
-//! Bounded in bytes; the least recently used entries go first.
+//! Cache of loaded segments keyed by `TableFiles.id`. A segment's vectors and
+//! ids never change once published (a new segment gets a new directory), so
+//! only its deletes can go stale: every lookup checks the `deleted_docs` file
+//! on disk (one open + fstat) and re-reads just the deletes when that file was
+//! replaced. The writable node replaces that file before it records the
+//! delete in the metadata, so what a lookup sees is never older than the
+//! database. A segment whose directory is gone is dropped and reported
+//! `NotFound`. Bounded in bytes; the least recently used entries go first.
+//! Lookups do file I/O: call them from blocking threads.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::segment::{self, Segment};
+use super::segment::{self, DocsStamp, Segment};
 
 struct Entry {
-    updated_time: i64,
+    /// The `deleted_docs` file `segment.deleted` was read from.
+    stamp: Option<DocsStamp>,
     segment: Arc<Segment>,
     bytes: u64,
     last_used: u64,
@@ -49,29 +56,48 @@ impl SegmentCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The segment of file `file_id` as of `updated_time`, loading it from
-    /// `dir` when absent or stale. Loading runs on the blocking pool.
-    pub async fn get_or_load(
+    /// The segment of file `file_id` in `dir` with its current deletes:
+    /// from the cache when its deletes file is unchanged, else (re)read.
+    /// Blocking: does file I/O.
+    pub fn get_fresh(
         &self,
         file_id: i64,
-        updated_time: i64,
-        dir: PathBuf,
-        segment_id: String,
-    ) -> std::io::Result<Arc<Segment>> {
-        {
+        dir: &Path,
+        segment_id: &str,
+    ) -> io::Result<Arc<Segment>> {
+        // Stamp before reading: the deletes read are at least this new.
+        let on_disk = match segment::deleted_docs_stamp(dir) {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.evict(file_id);
+                }
+                return Err(e);
+            }
+        };
+        let cached = {
             let mut inner = self.lock();
             inner.clock += 1;
             let now = inner.clock;
-            if let Some(e) = inner.entries.get_mut(&file_id) {
-                if e.updated_time == updated_time {
-                    e.last_used = now;
-                    return Ok(e.segment.clone());
-                }
-            }
-        }
-        let segment = tokio::task::spawn_blocking(move || segment::read_segment(&dir, &segment_id))
-            .await
-            .map_err(std::io::Error::other)??;
+            inner.entries.get_mut(&file_id).map(|e| {
+                e.last_used = now;
+                (e.stamp, e.segment.clone())
+            })
+        };
+        let segment = match cached {
+            Some((stamp, segment)) if stamp == on_disk => return Ok(segment),
+            // The deletes file was replaced: re-read only the deletes.
+            Some((_, old)) => Segment {
+                vectors: old.vectors.clone(),
+                ids: old.ids.clone(),
+                deleted: segment::read_deleted_docs(dir, old.row_count())?,
+            },
+            None => segment::read_segment(dir, segment_id)?,
+        };
+        Ok(self.insert(file_id, on_disk, segment))
+    }
+
+    fn insert(&self, file_id: i64, stamp: Option<DocsStamp>, segment: Segment) -> Arc<Segment> {
         let segment = Arc::new(segment);
         let bytes = segment.byte_size();
         let mut inner = self.lock();
@@ -83,7 +109,7 @@ impl SegmentCache {
         inner.entries.insert(
             file_id,
             Entry {
-                updated_time,
+                stamp,
                 segment: segment.clone(),
                 bytes,
                 last_used: now,
@@ -104,7 +130,7 @@ impl SegmentCache {
                 inner.bytes -= e.bytes;
             }
         }
-        Ok(segment)
+        segment
     }
 
     pub fn evict(&self, file_id: i64) {
@@ -120,5 +146,70 @@ impl SegmentCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::segment::{write_deleted_docs, write_segment, SegmentVectors};
+
+    fn dir_with_segment(root: &tempfile::TempDir, name: &str, rows: usize) -> std::path::PathBuf {
+        let dir = segment::segment_dir(root.path(), "t", name);
+        let vectors = SegmentVectors::Float {
+            dim: 2,
+            data: vec![0.5; rows * 2].into(),
+        };
+        write_segment(&dir, name, &vectors, &(0..rows as i64).collect::<Vec<_>>()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn deletes_are_reread_and_vectors_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir_with_segment(&root, "1", 4);
+        let cache = SegmentCache::new(1 << 30);
+        let first = cache.get_fresh(7, &dir, "1").unwrap();
+        assert!(first.deleted.is_empty());
+        assert!(Arc::ptr_eq(&first, &cache.get_fresh(7, &dir, "1").unwrap()));
+
+        write_deleted_docs(&dir, &[2]).unwrap();
+        let second = cache.get_fresh(7, &dir, "1").unwrap();
+        assert_eq!(second.deleted.offsets(), &[2]);
+        assert_eq!(second.ids, first.ids);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_segment_is_dropped_and_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir_with_segment(&root, "1", 4);
+        let cache = SegmentCache::new(1 << 30);
+        cache.get_fresh(7, &dir, "1").unwrap();
+        segment::remove_segment_dir(&dir).unwrap();
+        let err = cache.get_fresh(7, &dir, "1").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn least_recently_used_goes_first() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<_> = (1..=3)
+            .map(|i| dir_with_segment(&root, &i.to_string(), 100))
+            .collect();
+        let one = SegmentCache::new(0)
+            .get_fresh(1, &dirs[0], "1")
+            .unwrap()
+            .byte_size();
+        let cache = SegmentCache::new(2 * one);
+        cache.get_fresh(1, &dirs[0], "1").unwrap();
+        cache.get_fresh(2, &dirs[1], "2").unwrap();
+        cache.get_fresh(1, &dirs[0], "1").unwrap();
+        cache.get_fresh(3, &dirs[2], "3").unwrap();
+        let inner = cache.lock();
+        let mut kept: Vec<i64> = inner.entries.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![1, 3]);
     }
 }

@@ -109,10 +109,13 @@ impl Engine {
         let vectors = if c.metric.is_binary() {
             SegmentVectors::Binary {
                 dim_bits: dim,
-                data: binary,
+                data: binary.into(),
             }
         } else {
-            SegmentVectors::Float { dim, data: float }
+            SegmentVectors::Float {
+                dim,
+                data: float.into(),
+            }
         };
         if ids.is_empty() {
             // Everything was deleted: retire the sources, write nothing.

@@ -13,6 +13,7 @@ mod indexing;
 #[cfg(test)]
 mod indexing_tests;
 mod maintenance;
+mod scan_job;
 mod search;
 mod writes;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use super::cache::SegmentCache;
+use super::file_rows::{self, FileRows};
 use super::segment::{self, Segment};
 use crate::meta::{self, CollectionRow, FileRow, MetaStore};
 use crate::status::{MilvusError, MilvusResult};
@@ -58,7 +60,12 @@ pub struct EngineOptions {
 pub struct Engine {
     opts: EngineOptions,
     meta: MetaStore,
-    cache: SegmentCache,
+    cache: Arc<SegmentCache>,
+    /// Rows of the files `SearchInFiles` names (see `file_rows`).
+    file_rows: FileRows,
+    /// Per collection: its row id and the table ids of it and its
+    /// partitions, as last read (see `search::member_tables`).
+    member_tables: std::sync::Mutex<HashMap<String, MemberTables>>,
     /// Serialises every mutation (insert, flush, delete, merge, drop) so they
     /// never interleave on the same files.
     write_lock: Mutex<HashMap<String, PendingRows>>,
@@ -74,6 +81,9 @@ fn meta_err(e: sqlx::Error) -> MilvusError {
 fn io_err(context: &str, e: std::io::Error) -> MilvusError {
     MilvusError::unexpected(format!("{context}: {e}"))
 }
+
+/// A collection's row id and the table ids of it and its partitions.
+type MemberTables = (i64, Arc<Vec<String>>);
 
 /// A collection row with its decoded schema.
 pub struct Collection {
@@ -109,11 +119,13 @@ impl Collection {
 
 impl Engine {
     pub fn new(opts: EngineOptions, meta: MetaStore) -> Self {
-        let cache = SegmentCache::new(opts.cache_bytes);
+        let cache = Arc::new(SegmentCache::new(opts.cache_bytes));
         Self {
             opts,
             meta,
             cache,
+            file_rows: FileRows::new(file_rows::DEFAULT_CAPACITY),
+            member_tables: std::sync::Mutex::new(HashMap::new()),
             write_lock: Mutex::new(HashMap::new()),
             ids: IdGenerator::default(),
             indexing: indexing::IndexState::default(),
@@ -187,21 +199,37 @@ impl Engine {
         segment::segment_dir(&self.opts.data_dir, &f.table_id, &f.segment_id)
     }
 
-    /// A file's segment from the cache, reloaded when its `updated_time` moved.
+    /// A file's segment from the cache, its deletes re-read when the
+    /// `deleted_docs` file changed on disk (see `cache`).
     async fn load(&self, f: &FileRow) -> MilvusResult<Arc<Segment>> {
-        let dir = self.segment_dir(f);
-        self.cache
-            .get_or_load(f.id, f.updated_time, dir, f.segment_id.clone())
-            .await
-            .map_err(|e| {
-                MilvusError::new(
-                    ErrorCode::FileNotFound,
-                    format!(
-                        "cannot load segment {} (file id {}): {e}",
-                        f.segment_id, f.id
-                    ),
-                )
-            })
+        let mut loaded = self.load_many(std::slice::from_ref(f)).await?;
+        loaded
+            .pop()
+            .ok_or_else(|| MilvusError::unexpected("segment load returned nothing"))
+    }
+
+    /// The segments of `files`, in order, checked and loaded in one trip to
+    /// a blocking thread.
+    async fn load_many(&self, files: &[FileRow]) -> MilvusResult<Vec<Arc<Segment>>> {
+        let jobs: Vec<(i64, PathBuf, String)> = files
+            .iter()
+            .map(|f| (f.id, self.segment_dir(f), f.segment_id.clone()))
+            .collect();
+        let cache = self.cache.clone();
+        tokio::task::spawn_blocking(move || {
+            jobs.iter()
+                .map(|(id, dir, segment_id)| {
+                    cache.get_fresh(*id, dir, segment_id).map_err(|e| {
+                        MilvusError::new(
+                            ErrorCode::FileNotFound,
+                            format!("cannot load segment {segment_id} (file id {id}): {e}"),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| MilvusError::unexpected(format!("segment loader panicked: {e}")))?
     }
 }
 

@@ -1,21 +1,22 @@
 //! Search: the request checks, the files a search selects, the exact scan
-//! of their segments (or their built index, for INDEX files) on blocking
-//! threads, and keeping those segments in the cache (preload, release, reload).
+//! of their segments (or their built index, for INDEX files) on the shared
+//! worker pool (`scan_job`), and keeping those segments in the cache
+//! (preload, release, reload).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::indexing::{self, search_index};
+use super::indexing;
+use super::scan_job::{self, ScanJob};
 use super::{meta_err, Collection, Engine, Role, SEARCHABLE};
-use crate::merge::{self, TopKHits};
+use crate::merge::TopKHits;
 use crate::meta::FileRow;
-use crate::node::index::{SearchKnobs, VectorIndex};
-use crate::node::scan::{self, QueriesRef, VectorsRef};
-use crate::node::segment::{Segment, SegmentVectors};
+use crate::node::file_rows;
+use crate::node::index::SearchKnobs;
 use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
-use crate::types::{FileType, MetricType};
+use crate::types::MetricType;
 use crate::validate::{self, VectorData};
+use crate::wire::ErrorCode;
 
 impl Engine {
     /// Searchable files of the partitions `tags` select.
@@ -86,7 +87,12 @@ impl Engine {
         let (c, queries, metric) = self
             .search_target(name, tags, records, topk, params)
             .await?;
-        let found = self.meta.files_by_ids(&ids).await.map_err(meta_err)?;
+        let (mut found, missing) = self.file_rows.lookup(&ids);
+        if !missing.is_empty() {
+            let read = self.meta.files_by_ids(&missing).await.map_err(meta_err)?;
+            self.file_rows.remember(&read);
+            found.extend(read);
+        }
         if found.is_empty() {
             return Err(MilvusError::unexpected(format!(
                 "Invalid file id: none of {file_ids:?} exists in the metadata"
@@ -94,19 +100,49 @@ impl Engine {
         }
         // Like Milvus, search what the ids name except files still being
         // written; unlike Milvus, only files of this collection.
-        let tables: HashSet<String> = self.table_ids(&c).await?.into_iter().collect();
+        let tables = self.member_tables(&c, &found).await?;
         let files: Vec<FileRow> = found
             .into_iter()
-            .filter(|f| {
-                !matches!(
-                    f.kind(),
-                    Some(FileType::New | FileType::NewMerge | FileType::NewIndex) | None
-                ) && tables.contains(&f.table_id)
-            })
+            .filter(|f| file_rows::settled(f) && tables.contains(&f.table_id))
             .collect();
         let knobs = indexing::search_knobs(params, topk as usize);
-        self.search_files(&c, &files, &queries, topk as usize, metric, knobs)
-            .await
+        let result = self
+            .search_files(&c, &files, &queries, topk as usize, metric, knobs)
+            .await;
+        if matches!(&result, Err(e) if e.code == ErrorCode::FileNotFound) {
+            // A file is gone or unreadable: its row is read again next time.
+            self.file_rows.forget(&ids);
+        }
+        result
+    }
+
+    /// The table ids of collection `c` and its partitions, from the cache
+    /// while every file of `files` belongs to one of them; read again when a
+    /// file names another table (a partition created since) or the
+    /// collection was dropped and created again (another row id).
+    async fn member_tables(
+        &self,
+        c: &Collection,
+        files: &[FileRow],
+    ) -> MilvusResult<Arc<Vec<String>>> {
+        let cached = self
+            .member_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(c.name())
+            .filter(|(row_id, _)| *row_id == c.row.id)
+            .map(|(_, tables)| tables.clone());
+        if let Some(tables) = cached {
+            if files.iter().all(|f| tables.contains(&f.table_id)) {
+                return Ok(tables);
+            }
+        }
+        let tables = Arc::new(self.table_ids(c).await?);
+        self.member_tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.name().to_string(), (c.row.id, tables.clone()));
+        Ok(tables)
     }
 
     pub async fn search_by_id(
@@ -164,22 +200,24 @@ impl Engine {
         if files.is_empty() {
             return Ok(TopKHits::empty());
         }
+        let loaded = self.load_many(files).await?;
         let mut segments = Vec::with_capacity(files.len());
-        for f in files {
+        for (f, segment) in files.iter().zip(loaded) {
             let index = self
                 .load_index(f)
                 .await?
                 .filter(|index| index.metric() == metric);
-            segments.push((self.load(f).await?, index));
+            segments.push((segment, index));
         }
-        let dim = c.dim() as usize;
-        let queries = queries.clone();
-        tokio::task::spawn_blocking(move || {
-            let parts = scan_segments(&segments, &queries, metric, dim, topk, &knobs)?;
-            merge::merge(parts, topk, metric.order())
+        scan_job::run(ScanJob {
+            segments,
+            queries: queries.clone(),
+            metric,
+            dim: c.dim() as usize,
+            topk,
+            knobs,
         })
         .await
-        .map_err(|e| MilvusError::unexpected(format!("search task panicked: {e}")))?
     }
 
     /// Loads every searchable file of the collection (or the given partitions) into the cache.
@@ -200,8 +238,9 @@ impl Engine {
         Ok(())
     }
 
-    /// ReloadSegments: deletes are noticed through `updated_time` (as Milvus
-    /// 1.1.1+), so this only validates and drops the named files from the cache.
+    /// ReloadSegments: deletes are noticed on every search (the segment
+    /// cache checks each `deleted_docs` file), so this only validates and
+    /// drops the named files from the cache.
     pub async fn reload_segments(&self, name: &str, file_ids: &[String]) -> MilvusResult<()> {
         if self.opts.role == Role::Writable {
             return Ok(());
@@ -212,71 +251,6 @@ impl Engine {
         }
         Ok(())
     }
-}
-
-/// Scans every segment for the queries, spreading the segments over the
-/// machine's cores (scoped threads: the work is CPU-bound and short-lived, so
-/// a thread pool crate would add a dependency for no gain).
-fn scan_segments(
-    segments: &[(Arc<Segment>, Option<Arc<VectorIndex>>)],
-    queries: &VectorData,
-    metric: MetricType,
-    dim: usize,
-    topk: usize,
-    knobs: &SearchKnobs,
-) -> MilvusResult<Vec<TopKHits>> {
-    let scan_one =
-        |(seg, index): &(Arc<Segment>, Option<Arc<VectorIndex>>)| -> MilvusResult<TopKHits> {
-            if let (Some(index), VectorData::Float(v)) = (index, queries) {
-                return search_index(index, seg, v, topk, knobs);
-            }
-            let q = match queries {
-                VectorData::Float(v) => QueriesRef::Float { dim, data: v },
-                VectorData::Binary(v) => QueriesRef::Binary {
-                    dim_bits: dim,
-                    data: v,
-                },
-            };
-            let vectors = match &seg.vectors {
-                SegmentVectors::Float { dim, data } => VectorsRef::Float { dim: *dim, data },
-                SegmentVectors::Binary { dim_bits, data } => VectorsRef::Binary {
-                    dim_bits: *dim_bits,
-                    data,
-                },
-            };
-            scan::search_segment(
-                metric,
-                vectors,
-                &seg.ids,
-                |row| seg.deleted.is_deleted(row),
-                q,
-                topk,
-            )
-            .map_err(|e| MilvusError::unexpected(format!("cannot search segment: {e}")))
-        };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(segments.len());
-    if threads <= 1 {
-        return segments.iter().map(scan_one).collect();
-    }
-    let per_thread = segments.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = segments
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || chunk.iter().map(scan_one).collect::<MilvusResult<Vec<_>>>())
-            })
-            .collect();
-        let mut parts = Vec::with_capacity(segments.len());
-        for w in workers {
-            let hits = w
-                .join()
-                .map_err(|_| MilvusError::unexpected("a search thread panicked"))??;
-            parts.extend(hits);
-        }
-        Ok(parts)
-    })
 }
 
 fn collect_queries(

@@ -122,12 +122,12 @@ impl Engine {
         let vectors = if c.metric.is_binary() {
             SegmentVectors::Binary {
                 dim_bits: dim,
-                data: rows.binary,
+                data: rows.binary.into(),
             }
         } else {
             SegmentVectors::Float {
                 dim,
-                data: rows.float,
+                data: rows.float.into(),
             }
         };
         let row_count = rows.ids.len() as i64;

@@ -1,8 +1,10 @@
-//! Splits index-build work over the machine's cores with scoped threads, and
-//! gives the results back in input order so builds are deterministic.
+//! Splits index-build work over the node's worker pool (`node::pool`, one
+//! thread per core, shared with searches), and gives the results back in
+//! input order so builds are deterministic.
 
-use std::num::NonZeroUsize;
 use std::ops::Range;
+
+use rayon::prelude::*;
 
 /// Calls `work` on consecutive sub-ranges of `0..len` (at least `min_chunk`
 /// items each, one per core at most) and returns the results in range order.
@@ -12,8 +14,7 @@ pub fn map_ranges<T: Send>(
     min_chunk: usize,
     work: impl Fn(Range<usize>) -> T + Sync,
 ) -> Vec<T> {
-    let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
-    map_ranges_with(cores, len, min_chunk, work)
+    map_ranges_with(crate::node::pool::width(), len, min_chunk, work)
 }
 
 fn map_ranges_with<T: Send>(
@@ -29,22 +30,9 @@ fn map_ranges_with<T: Send>(
     let ranges: Vec<Range<usize>> = (0..parts)
         .map(|p| (len * p / parts)..(len * (p + 1) / parts))
         .collect();
-    let work = &work;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranges[1..]
-            .iter()
-            .cloned()
-            .map(|range| scope.spawn(move || work(range)))
-            .collect();
-        let mut results = vec![work(ranges[0].clone())];
-        for handle in handles {
-            match handle.join() {
-                Ok(result) => results.push(result),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        results
-    })
+    // `install` runs the parts on the pool and waits; a panic in one part is
+    // resumed here, as with scoped threads.
+    crate::node::pool::workers().install(|| ranges.into_par_iter().map(&work).collect())
 }
 
 #[cfg(test)]

@@ -6,6 +6,49 @@ use std::path::Path;
 
 use super::{atomic_io, format, invalid_data};
 
+/// Which `deleted_docs` file a segment's deletes were read from. The file
+/// is only ever replaced by renaming a new file over it, so a replacement
+/// shows as another inode, and deletes only accumulate, so it also grows;
+/// inode, length and modification time together tell versions apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocsStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl DocsStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            inode,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+/// The stamp of the `deleted_docs` file in `dir` now (`None`: the segment
+/// has no deletes file). The file is opened, not stat'ed by path, so that a
+/// network file system revalidates it (close-to-open consistency).
+/// `NotFound` when the segment directory itself is gone.
+pub fn deleted_docs_stamp(dir: &Path) -> io::Result<Option<DocsStamp>> {
+    let path = dir.join(DELETED_DOCS_FILE);
+    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+        Ok(meta) => Ok(Some(DocsStamp::of(&meta))),
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            // No deletes file: fine if the segment is there, else it is gone.
+            std::fs::metadata(dir)
+                .map(|_| None)
+                .map_err(super::context("opening segment directory", dir))
+        }
+        Err(err) => Err(super::context("opening", &path)(err)),
+    }
+}
+
 /// Name of the deleted-offsets file inside a segment directory.
 pub const DELETED_DOCS_FILE: &str = "deleted_docs";
 
@@ -124,6 +167,32 @@ mod tests {
     use super::*;
     use std::fs;
     use tempfile::TempDir;
+
+    #[test]
+    fn stamp_changes_with_every_replacement_and_says_when_the_segment_is_gone() {
+        let root = TempDir::new().unwrap();
+        let dir = test_dir(&root);
+        write_segment(
+            &dir,
+            "1",
+            &float_vectors(10, 2),
+            &(0..10).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let first = deleted_docs_stamp(&dir).unwrap();
+        assert!(first.is_some());
+        assert_eq!(deleted_docs_stamp(&dir).unwrap(), first, "stable");
+        write_deleted_docs(&dir, &[3]).unwrap();
+        let second = deleted_docs_stamp(&dir).unwrap();
+        assert_ne!(second, first, "one delete");
+        write_deleted_docs(&dir, &[3, 4]).unwrap();
+        assert_ne!(deleted_docs_stamp(&dir).unwrap(), second, "another delete");
+        fs::remove_file(dir.join(DELETED_DOCS_FILE)).unwrap();
+        assert_eq!(deleted_docs_stamp(&dir).unwrap(), None);
+        super::super::remove_segment_dir(&dir).unwrap();
+        let err = deleted_docs_stamp(&dir).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
 
     #[test]
     fn deleted_docs_round_trip_sorted_and_deduped() {

@@ -20,6 +20,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use super::values::{map_file, Values};
 use super::{context, invalid_data, invalid_input, SegmentVectors};
 
 const MAGIC: [u8; 4] = *b"MSHS";
@@ -305,36 +306,40 @@ fn open_checked(path: &Path, expected: &[ElementKind]) -> io::Result<CheckedFile
     })
 }
 
+/// Maps a checked file and views its `values` payload values (see `values`).
+fn map_payload<T: super::values::LeValue>(
+    path: &Path,
+    file: &File,
+    values: usize,
+) -> io::Result<Values<T>> {
+    let map = map_file(file).map_err(context("mapping", path))?;
+    Values::from_map(&map, HEADER_LEN, values)
+        .ok_or_else(|| invalid_data(path, "payload is shorter than its header announced"))
+}
+
 pub(super) fn read_vectors_file(path: &Path) -> io::Result<SegmentVectors> {
     let CheckedFile {
-        mut file,
+        file,
         header,
         count,
     } = open_checked(path, &[ElementKind::F32, ElementKind::Bits])?;
     // The length check above bounds these products by the file size.
     let dim = header.dim as usize;
     match header.kind {
-        ElementKind::Bits => {
-            let mut data = vec![0u8; count * (dim / 8)];
-            file.read_exact(&mut data)
-                .map_err(context("reading", path))?;
-            Ok(SegmentVectors::Binary {
-                dim_bits: dim,
-                data,
-            })
-        }
-        _ => {
-            let data = read_le_values(&mut file, count * dim, f32::from_le_bytes)
-                .map_err(context("reading", path))?;
-            Ok(SegmentVectors::Float { dim, data })
-        }
+        ElementKind::Bits => Ok(SegmentVectors::Binary {
+            dim_bits: dim,
+            data: map_payload(path, &file, count * (dim / 8))?,
+        }),
+        _ => Ok(SegmentVectors::Float {
+            dim,
+            data: map_payload(path, &file, count * dim)?,
+        }),
     }
 }
 
-pub(super) fn read_ids_file(path: &Path) -> io::Result<Vec<i64>> {
-    let mut checked = open_checked(path, &[ElementKind::I64])?;
-    read_le_values(&mut checked.file, checked.count, i64::from_le_bytes)
-        .map_err(context("reading", path))
+pub(super) fn read_ids_file(path: &Path) -> io::Result<Values<i64>> {
+    let checked = open_checked(path, &[ElementKind::I64])?;
+    map_payload(path, &checked.file, checked.count)
 }
 
 /// Reads a file of row offsets as stored; their order is the caller's to check.
@@ -360,7 +365,7 @@ mod tests {
         let data = vec![f32::NAN, -0.0, f32::INFINITY, f32::MIN_POSITIVE / 2.0];
         let vectors = SegmentVectors::Float {
             dim: 2,
-            data: data.clone(),
+            data: data.clone().into(),
         };
         write_segment(&dir, "7", &vectors, &[1, 2]).unwrap();
         let SegmentVectors::Float { data: read, .. } = read_segment(&dir, "7").unwrap().vectors
@@ -377,7 +382,7 @@ mod tests {
         let dir = test_dir(&root);
         let vectors = SegmentVectors::Float {
             dim: 2,
-            data: vec![1.0, 2.0],
+            data: vec![1.0, 2.0].into(),
         };
         write_segment(&dir, "7", &vectors, &[0x0102]).unwrap();
         let bytes = fs::read(dir.join("7.rv")).unwrap();

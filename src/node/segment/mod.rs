@@ -15,15 +15,20 @@ mod atomic_io;
 mod deleted_docs;
 mod format;
 mod index_file;
+mod values;
 
 use std::fmt::Display;
 use std::io::{self, ErrorKind};
 use std::path::{Path, PathBuf};
 
 pub use atomic_io::{list_segment_dirs, remove_segment_dir, SegmentDirs, TEMP_SUFFIX};
-pub use deleted_docs::{read_deleted_docs, write_deleted_docs, DeletedDocs, DELETED_DOCS_FILE};
+pub use deleted_docs::{
+    deleted_docs_stamp, read_deleted_docs, write_deleted_docs, DeletedDocs, DocsStamp,
+    DELETED_DOCS_FILE,
+};
 pub use format::HEADER_LEN;
 pub use index_file::{read_index_file, remove_index_file, write_index_file};
+pub use values::Values;
 
 /// `<data_dir>/db/tables/<table_id>/<segment_id>`. The ids are used as path
 /// components as given; callers pass validated collection names and our own
@@ -36,13 +41,14 @@ pub fn segment_dir(data_dir: &Path, table_id: &str, segment_id: &str) -> PathBuf
         .join(segment_id)
 }
 
-/// The raw vectors of a segment, row-major.
+/// The raw vectors of a segment, row-major; memory-mapped when read from
+/// disk (see `values`), owned when built in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SegmentVectors {
     /// `dim` floats per row.
-    Float { dim: usize, data: Vec<f32> },
+    Float { dim: usize, data: Values<f32> },
     /// `dim_bits / 8` packed bytes per row; `dim_bits` is a multiple of 8.
-    Binary { dim_bits: usize, data: Vec<u8> },
+    Binary { dim_bits: usize, data: Values<u8> },
 }
 
 /// A borrowed view of one stored vector.
@@ -132,7 +138,7 @@ impl SegmentVectors {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     pub vectors: SegmentVectors,
-    pub ids: Vec<i64>,
+    pub ids: Values<i64>,
     pub deleted: DeletedDocs,
 }
 
@@ -285,15 +291,21 @@ mod tests {
     use tempfile::TempDir;
 
     pub(super) fn float_vectors(rows: usize, dim: usize) -> SegmentVectors {
-        let data = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.25).collect();
-        SegmentVectors::Float { dim, data }
+        let data: Vec<f32> = (0..rows * dim).map(|i| i as f32 * 0.5 - 3.25).collect();
+        SegmentVectors::Float {
+            dim,
+            data: data.into(),
+        }
     }
 
     pub(super) fn binary_vectors(rows: usize, dim_bits: usize) -> SegmentVectors {
-        let data = (0..rows * dim_bits / 8)
+        let data: Vec<u8> = (0..rows * dim_bits / 8)
             .map(|i| (i * 37 % 256) as u8)
             .collect();
-        SegmentVectors::Binary { dim_bits, data }
+        SegmentVectors::Binary {
+            dim_bits,
+            data: data.into(),
+        }
     }
 
     pub(super) fn test_dir(root: &TempDir) -> PathBuf {
@@ -373,7 +385,7 @@ mod tests {
         let dir = test_dir(&root);
         let vectors = SegmentVectors::Float {
             dim: 8,
-            data: vec![],
+            data: vec![].into(),
         };
         write_segment(&dir, "5", &vectors, &[]).unwrap();
         let segment = read_segment(&dir, "5").unwrap();
@@ -390,21 +402,21 @@ mod tests {
             (
                 SegmentVectors::Float {
                     dim: 0,
-                    data: vec![],
+                    data: vec![].into(),
                 },
                 vec![],
             ),
             (
                 SegmentVectors::Float {
                     dim: 3,
-                    data: vec![1.0; 4],
+                    data: vec![1.0; 4].into(),
                 },
                 vec![1],
             ),
             (
                 SegmentVectors::Binary {
                     dim_bits: 12,
-                    data: vec![0; 3],
+                    data: vec![0; 3].into(),
                 },
                 vec![1, 2],
             ),
@@ -425,7 +437,7 @@ mod tests {
     fn live_rows_with_ids_finds_duplicates_and_skips_deleted() {
         let segment = Segment {
             vectors: float_vectors(5, 1),
-            ids: vec![7, 8, 7, 9, 7],
+            ids: vec![7, 8, 7, 9, 7].into(),
             deleted: DeletedDocs::from_offsets(5, &[2]).unwrap(),
         };
         assert_eq!(segment.live_rows_with_ids(&[7, 9, 100]), vec![0, 3, 4]);
