@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod deadline;
 pub mod demo;

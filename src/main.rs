@@ -1,6 +1,6 @@
 //! The `mishards` command line: `serve` (the proxy), `node` (a
-//! Milvus-1.x-compatible node), `demo` (a whole cluster in one process) and
-//! `check-config`. Everything else lives in the library.
+//! Milvus-1.x-compatible node), `demo` (a whole cluster in one process),
+//! `bench` (side-by-side measurements) and `check-config`. Everything else lives in the library.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mishards::config::{check_config_file, Config, LogFormat};
 use mishards::node::{self, NodeOptions, Role};
 use mishards::proxy::reload::LogLevelSetter;
-use mishards::{demo, proxy};
+use mishards::{bench, demo, proxy};
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +69,9 @@ enum Command {
     },
     /// Validate a configuration file and print every error.
     CheckConfig { file: PathBuf },
+    /// Measure search and insert costs through the proxy vs straight to a
+    /// node, on an embedded cluster or any Milvus 1.x address (see BENCHMARKS.md).
+    Bench(#[command(flatten)] bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -210,6 +213,10 @@ async fn main() -> ExitCode {
             opts.merge_interval = merge_interval;
             opts.cleanup_delay = cleanup_delay;
             run_node(opts).await
+        }
+        Command::Bench(args) => {
+            let (_telemetry, _) = init_logging("warn", LogFormat::Text);
+            bench::run(args).await
         }
         Command::Demo {
             dir,

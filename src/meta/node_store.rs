@@ -215,6 +215,16 @@ impl MetaStore {
         insert_file_row(&mut conn, self.dialect, f).await
     }
 
+    /// Registers many files in one transaction (the bench's stub clusters
+    /// describe thousands of files without writing them).
+    pub async fn insert_files(&self, files: &[FileRow]) -> MetaResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for f in files {
+            insert_file_row(&mut tx, self.dialect, f).await?;
+        }
+        tx.commit().await
+    }
+
     /// Registers a merged file and retires its sources in one transaction.
     pub async fn replace_files(&self, merged: &FileRow, sources: &[i64]) -> MetaResult<i64> {
         let now = now_micros();
