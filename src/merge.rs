@@ -201,21 +201,31 @@ pub fn merge(parts: Vec<TopKHits>, topk: usize, order: Order) -> Result<TopKHits
     })
 }
 
-/// The ranking key of a distance: smaller is better, whatever the order.
-/// Negation is exact, so descending distances keep their exact relative order.
-fn rank_key(order: Order, distance: f32) -> f32 {
-    match order {
+/// The ranking key of a distance as an integer whose order is the ranking:
+/// smaller is better whatever the order, NaN after every number, -0.0 equal
+/// to 0.0 (as `partial_cmp` has it). Negation is exact, so descending
+/// distances keep their exact relative order. Comparing these integers
+/// instead of floats with NaN checks is most of the merge's speed (see
+/// `benches/fast_path.rs`); the bit trick is the usual sortable-float map.
+fn rank_key(order: Order, distance: f32) -> u32 {
+    let key = match order {
         Order::Ascending => distance,
         Order::Descending => -distance,
+    };
+    if key.is_nan() {
+        return u32::MAX;
+    }
+    let bits = if key == 0.0 { 0 } else { key.to_bits() };
+    if bits & 0x8000_0000 != 0 {
+        !bits
+    } else {
+        bits | 0x8000_0000
     }
 }
 
 /// Total ranking of two hits given as (key, id): better first, NaN keys last, ties by smaller id.
-fn compare_ranked(a: (f32, i64), b: (f32, i64)) -> Ordering {
-    a.0.is_nan()
-        .cmp(&b.0.is_nan())
-        .then_with(|| a.0.partial_cmp(&b.0).unwrap_or(Ordering::Equal))
-        .then_with(|| a.1.cmp(&b.1))
+fn compare_ranked(a: (u32, i64), b: (u32, i64)) -> Ordering {
+    a.cmp(&b)
 }
 
 /// Where the sorted real hits of one part's row live.
@@ -235,7 +245,7 @@ struct Run {
 
 /// The head of one run in the merge heap.
 struct Head {
-    key: f32,
+    key: u32,
     id: i64,
     distance: f32,
     part: usize,
@@ -401,6 +411,37 @@ mod tests {
             stride,
             ids: ids.to_vec(),
             distances: distances.to_vec(),
+        }
+    }
+
+    fn any_distance() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            4 => proptest::num::f32::ANY,
+            1 => Just(f32::NAN),
+            1 => Just(-0.0f32),
+            1 => Just(0.0f32),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+            2 => (-3i8..3).prop_map(f32::from),
+        ]
+    }
+
+    proptest! {
+        /// The integer key orders distances as the float comparison does:
+        /// NaN last, -0.0 equal to 0.0, descending order reversed exactly.
+        #[test]
+        fn rank_key_orders_like_the_floats(a in any_distance(), b in any_distance()) {
+            let float_order = |x: f32, y: f32| {
+                x.is_nan().cmp(&y.is_nan()).then_with(|| x.partial_cmp(&y).unwrap_or(Ordering::Equal))
+            };
+            prop_assert_eq!(
+                rank_key(Order::Ascending, a).cmp(&rank_key(Order::Ascending, b)),
+                float_order(a, b)
+            );
+            prop_assert_eq!(
+                rank_key(Order::Descending, a).cmp(&rank_key(Order::Descending, b)),
+                float_order(-a, -b)
+            );
         }
     }
 
