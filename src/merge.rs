@@ -743,8 +743,8 @@ mod tests {
         #[test]
         fn any_split_merges_back_to_the_sorted_whole(
             queries in prop::collection::vec(hit_set(), 1..4),
-            assignment in prop::collection::vec(0usize..8, 1..50),
-            part_count in 1usize..8,
+            assignment in prop::collection::vec(0usize..24, 1..50),
+            part_count in 1usize..24,
             extra_padding in prop::collection::vec(0usize..4, 1..8),
             scramble in prop::collection::vec(prop::bool::weighted(0.2), 1..8),
             topk in 1usize..60,
