@@ -395,6 +395,31 @@ async fn tls_and_mutual_tls_to_the_backends() {
             && wrong_ca_error.contains("UnknownIssuer"),
         "{wrong_ca_error}"
     );
+    // Once the health probe (every 2 s) has taken both read-only nodes down,
+    // the search is refused without a call: the error still names the cause.
+    let probed = Instant::now();
+    let down_error = loop {
+        let (error, _) = failed_search(
+            &mut client,
+            search_param("tls_backends", &[], &queries, 5, "{}"),
+        )
+        .await;
+        if error.contains("no healthy read-only node") {
+            break error;
+        }
+        assert!(
+            probed.elapsed() < Duration::from_secs(10),
+            "the probe never took the nodes down: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for sidecar in &tls_only[1..] {
+        assert!(
+            down_error.contains(&format!("{}: TLS handshake with backend", sidecar.addr))
+                && down_error.contains("UnknownIssuer"),
+            "{down_error}"
+        );
+    }
 
     // The right CA written to the same file: used at the next connection, no restart.
     let fixed = Instant::now();

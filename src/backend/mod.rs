@@ -97,6 +97,8 @@ pub struct Backend {
     /// The same connection, for calls that forward raw message bytes.
     raw: tonic::client::Grpc<TracedChannel>,
     healthy: AtomicBool,
+    /// Why the last call or probe found the node unreachable, while it is down.
+    down_reason: Mutex<Option<String>>,
     metrics: Arc<Metrics>,
     /// Call slots: `admission.max_inflight_per_backend`.
     slots: Arc<Semaphore>,
@@ -185,6 +187,7 @@ impl Backend {
             client,
             raw,
             healthy: AtomicBool::new(true),
+            down_reason: Mutex::new(None),
             inflight: metrics.resilience.backend_inflight(addr),
             metrics,
             slots: Arc::new(Semaphore::new(slot_count)),
@@ -203,6 +206,17 @@ impl Backend {
 
     pub fn is_ejected(&self) -> bool {
         self.ejection.lock().is_ok_and(|e| e.is_ejected())
+    }
+
+    /// Why the node takes no calls now (`None` when it is healthy): the
+    /// error that took it down, or its ejection.
+    pub fn down_reason(&self) -> Option<String> {
+        if !self.healthy.load(Ordering::Relaxed) {
+            let reason = self.down_reason.lock().ok().and_then(|r| r.clone());
+            return Some(reason.unwrap_or_else(|| "no answer to its health probe".into()));
+        }
+        self.is_ejected()
+            .then(|| "ejected after consecutive failures or slow calls".into())
     }
 
     /// p95 of the node's recent `SearchInFiles` latencies.
@@ -253,6 +267,11 @@ impl Backend {
     }
 
     fn set_healthy(&self, up: bool) {
+        if up {
+            if let Ok(mut reason) = self.down_reason.lock() {
+                reason.take();
+            }
+        }
         if self.healthy.swap(up, Ordering::Relaxed) != up {
             tracing::info!(backend = %self.addr, up, "backend health changed");
             self.metrics.set_backend_up(&self.addr, up);
@@ -426,6 +445,9 @@ impl Backend {
                     // A timeout alone may be one slow call: ejection counts
                     // those; a refused connection means the node is down.
                     if status.code() != tonic::Code::DeadlineExceeded {
+                        if let Ok(mut reason) = self.down_reason.lock() {
+                            *reason = Some(crate::error_text::status_line(&status));
+                        }
                         self.set_healthy(false);
                     }
                 }
@@ -545,6 +567,14 @@ impl Backends {
 
     pub fn is_healthy(&self, addr: &str) -> bool {
         self.get(addr).is_some_and(|b| b.is_healthy())
+    }
+
+    /// "addr: why" for each read-only node that takes no calls now.
+    pub fn readonly_down(&self) -> Vec<String> {
+        self.readonly
+            .iter()
+            .filter_map(|b| b.down_reason().map(|why| format!("{}: {why}", b.addr)))
+            .collect()
     }
 
     /// Probes every node every `period` until aborted.

@@ -100,6 +100,19 @@ impl Cluster {
             .ok_or_else(|| MilvusError::collection_not_exists(name))
     }
 
+    /// `error` of a route plan, with why each read-only node is down when
+    /// the plan found no node for some files: the operator sees the cause
+    /// (a refused connection, a TLS handshake) in the client's error.
+    pub(super) fn explain_unplaced(&self, mut error: MilvusError) -> MilvusError {
+        if error.reason.starts_with(super::route::NO_HEALTHY_NODE) {
+            let down = self.backends.readonly_down();
+            if !down.is_empty() {
+                error.reason = format!("{}; down: {}", error.reason, down.join("; "));
+            }
+        }
+        error
+    }
+
     /// Whether the node at an address is healthy, for route planning.
     pub(super) fn healthy(&self) -> impl Fn(&str) -> bool + '_ {
         |addr| self.backends.is_healthy(addr)

@@ -171,7 +171,8 @@ impl Cluster {
         } else {
             (
                 "readonly",
-                route::plan(&self.backends.ring, &files, self.healthy())?,
+                route::plan(&self.backends.ring, &files, self.healthy())
+                    .map_err(|e| self.explain_unplaced(e))?,
             )
         };
         let nodes: serde_json::Map<String, serde_json::Value> = plan

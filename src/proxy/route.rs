@@ -42,6 +42,9 @@ pub fn select_files(view: &CollectionView, tags: &[String]) -> MilvusResult<Vec<
         .collect())
 }
 
+/// How a plan that found no node for some files begins its error reason.
+pub const NO_HEALTHY_NODE: &str = "no healthy read-only node";
+
 /// Places `files` (id, rows) on healthy nodes of `ring`. Fails when some
 /// file has no healthy node to go to.
 pub fn plan(
@@ -67,7 +70,7 @@ pub fn checked(
     let placed: usize = assignments.iter().map(|(_, f)| f.len()).sum();
     if placed < files {
         return Err(MilvusError::unexpected(format!(
-            "no healthy read-only node for {} of {} segment files (nodes: {})",
+            "{NO_HEALTHY_NODE} for {} of {} segment files (nodes: {})",
             files - placed,
             files,
             ring.nodes().join(", ")

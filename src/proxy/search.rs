@@ -63,7 +63,8 @@ impl Cluster {
                 .collect();
             let plan = traced_plan(&request_span, || {
                 self.placements.plan(&view, &tags, ring, &healthy)
-            })?;
+            })
+            .map_err(|e| self.explain_unplaced(e))?;
             if plan.files == 0 {
                 return Ok(TopKHits::empty().into_wire());
             }
@@ -197,7 +198,8 @@ impl Cluster {
                 files: plan.files,
                 rows: plan.rows,
             })
-        })?;
+        })
+        .map_err(|e| self.explain_unplaced(e))?;
         s.partition_tag_array.clear();
         self.fan_out(&plan, &s, metric)
             .await
