@@ -1,9 +1,6 @@
 //! Pure top-k merging: combines partial per-query hit lists (from segment
 //! files on a node, or from nodes behind the proxy) into one exact top-k.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
-
 use crate::status::{ok_status, MilvusError};
 use crate::types::Order;
 use crate::wire::{ErrorCode, TopKQueryResult};
@@ -223,10 +220,15 @@ fn rank_key(order: Order, distance: f32) -> u32 {
     }
 }
 
-/// Total ranking of two hits given as (key, id): better first, NaN keys last, ties by smaller id.
-fn compare_ranked(a: (u32, i64), b: (u32, i64)) -> Ordering {
-    a.cmp(&b)
+/// A hit's whole rank as one integer: the rank key, then the id (signed
+/// order), so comparing two hits is one integer comparison. Bits 96.. stay
+/// zero, so [`EXHAUSTED`] ranks after every hit.
+fn packed_rank(key: u32, id: i64) -> u128 {
+    (u128::from(key) << 64) | u128::from((id as u64) ^ (1 << 63))
 }
+
+/// The head of a run with no hits left.
+const EXHAUSTED: u128 = u128::MAX;
 
 /// Where the sorted real hits of one part's row live.
 #[derive(Clone, Copy)]
@@ -237,50 +239,27 @@ enum RunSource {
     Scratch { start: usize },
 }
 
+/// One part's row, sorted best first, and how far the merge has read it.
 #[derive(Clone, Copy)]
 struct Run {
     source: RunSource,
     len: usize,
+    next: usize,
 }
-
-/// The head of one run in the merge heap.
-struct Head {
-    key: u32,
-    id: i64,
-    distance: f32,
-    part: usize,
-    position: usize,
-}
-
-impl Ord for Head {
-    fn cmp(&self, other: &Self) -> Ordering {
-        compare_ranked((self.key, self.id), (other.key, other.id))
-            .then_with(|| self.part.cmp(&other.part))
-            .then_with(|| self.position.cmp(&other.position))
-    }
-}
-
-impl PartialOrd for Head {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Head {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-
-impl Eq for Head {}
 
 /// Buffers reused across the rows of one merge.
+///
+/// The best head is picked by a linear scan of packed ranks rather than
+/// with a binary heap: the parts are one per read-only node (a handful to a
+/// few dozen), where a scan of plain integers is about twice as fast as a
+/// heap's pops and pushes (`benches/fast_path.rs`, merge).
 struct RowMerger {
     order: Order,
     runs: Vec<Run>,
+    /// `packed_rank` of each run's next hit, or `EXHAUSTED`.
+    heads: Vec<u128>,
     /// Sorted (id, distance) copies of rows that were not clean.
     scratch: Vec<(i64, f32)>,
-    heap: BinaryHeap<Reverse<Head>>,
 }
 
 impl RowMerger {
@@ -288,8 +267,8 @@ impl RowMerger {
         Self {
             order,
             runs: Vec::with_capacity(parts),
+            heads: Vec::with_capacity(parts),
             scratch: Vec::new(),
-            heap: BinaryHeap::with_capacity(parts),
         }
     }
 
@@ -304,7 +283,7 @@ impl RowMerger {
     ) {
         self.runs.clear();
         self.scratch.clear();
-        self.heap.clear();
+        self.heads.clear();
         for part in parts {
             let start = q * part.stride;
             let (row_ids, row_distances) = part.row(q);
@@ -312,23 +291,33 @@ impl RowMerger {
                 Some(len) => Run {
                     source: RunSource::Part { start },
                     len,
+                    next: 0,
                 },
                 None => self.sort_into_scratch(row_ids, row_distances),
             };
             self.runs.push(run);
         }
-        for part in 0..parts.len() {
-            self.push_head(parts, part, 0);
+        for run in 0..self.runs.len() {
+            let head = self.head_rank(parts, run);
+            self.heads.push(head);
         }
 
         let row_end = ids.len() + stride;
         while ids.len() < row_end {
-            let Some(Reverse(best)) = self.heap.pop() else {
+            // `min_by_key` keeps the first of equal ranks: the lower part wins a full tie.
+            let Some((best, &rank)) = self.heads.iter().enumerate().min_by_key(|(_, r)| **r) else {
                 break;
             };
-            ids.push(best.id);
-            distances.push(best.distance);
-            self.push_head(parts, best.part, best.position + 1);
+            if rank == EXHAUSTED {
+                break;
+            }
+            let Some((id, distance)) = self.entry(parts, best) else {
+                break;
+            };
+            ids.push(id);
+            distances.push(distance);
+            self.runs[best].next += 1;
+            self.heads[best] = self.head_rank(parts, best);
         }
         let worst = self.order.worst();
         ids.resize(row_end, PADDING_ID);
@@ -344,12 +333,15 @@ impl RowMerger {
         if ids[real..].iter().any(|&id| id != PADDING_ID) {
             return None;
         }
-        let sorted = (1..real).all(|i| {
-            let previous = (rank_key(self.order, distances[i - 1]), ids[i - 1]);
-            let current = (rank_key(self.order, distances[i]), ids[i]);
-            compare_ranked(previous, current) != Ordering::Greater
-        });
-        sorted.then_some(real)
+        let mut previous = 0u128;
+        for (&id, &distance) in ids[..real].iter().zip(distances) {
+            let rank = packed_rank(rank_key(self.order, distance), id);
+            if rank < previous {
+                return None;
+            }
+            previous = rank;
+        }
+        Some(real)
     }
 
     /// Copies the real hits of a row into the scratch buffer, sorted best first.
@@ -362,41 +354,38 @@ impl RowMerger {
                 .map(|(&id, &distance)| (id, distance)),
         );
         let order = self.order;
-        self.scratch[start..].sort_unstable_by(|a, b| {
-            compare_ranked((rank_key(order, a.1), a.0), (rank_key(order, b.1), b.0))
-        });
+        self.scratch[start..]
+            .sort_unstable_by_key(|&(id, distance)| packed_rank(rank_key(order, distance), id));
         Run {
             source: RunSource::Scratch { start },
             len: self.scratch.len() - start,
+            next: 0,
         }
     }
 
-    /// Pushes entry `position` of `part`'s run onto the heap, if the run has one.
-    fn push_head(&mut self, parts: &[TopKHits], part: usize, position: usize) {
-        let Some(run) = self.runs.get(part).copied() else {
-            return;
-        };
-        if position >= run.len {
-            return;
+    /// The (id, distance) the run numbered `run` reads next, if it has one left.
+    fn entry(&self, parts: &[TopKHits], run: usize) -> Option<(i64, f32)> {
+        let r = self.runs.get(run)?;
+        if r.next >= r.len {
+            return None;
         }
-        let entry = match run.source {
-            RunSource::Part { start } => parts.get(part).and_then(|p| {
+        match r.source {
+            RunSource::Part { start } => {
+                let part = parts.get(run)?;
                 Some((
-                    *p.ids.get(start + position)?,
-                    *p.distances.get(start + position)?,
+                    *part.ids.get(start + r.next)?,
+                    *part.distances.get(start + r.next)?,
                 ))
-            }),
-            RunSource::Scratch { start } => self.scratch.get(start + position).copied(),
-        };
-        if let Some((id, distance)) = entry {
-            self.heap.push(Reverse(Head {
-                key: rank_key(self.order, distance),
-                id,
-                distance,
-                part,
-                position,
-            }));
+            }
+            RunSource::Scratch { start } => self.scratch.get(start + r.next).copied(),
         }
+    }
+
+    /// The packed rank of the run's next hit, or `EXHAUSTED`.
+    fn head_rank(&self, parts: &[TopKHits], run: usize) -> u128 {
+        self.entry(parts, run).map_or(EXHAUSTED, |(id, distance)| {
+            packed_rank(rank_key(self.order, distance), id)
+        })
     }
 }
 
@@ -404,6 +393,7 @@ impl RowMerger {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::cmp::Ordering;
 
     fn hits(nq: usize, stride: usize, ids: &[i64], distances: &[f32]) -> TopKHits {
         TopKHits {
@@ -445,6 +435,18 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// One packed comparison ranks hits exactly as (key, id) does, negative ids included.
+        #[test]
+        fn packed_rank_orders_like_key_then_id(
+            a in (any::<u32>(), any::<i64>()),
+            b in (any::<u32>(), any::<i64>()),
+        ) {
+            prop_assert_eq!(packed_rank(a.0, a.1).cmp(&packed_rank(b.0, b.1)), a.cmp(&b));
+            prop_assert!(packed_rank(a.0, a.1) < EXHAUSTED);
+        }
+    }
+
     #[test]
     fn spread_rows_pads_queries_that_were_not_searched() {
         let found = hits(2, 2, &[1, 2, 3, 4], &[0.1, 0.2, 0.3, 0.4]);
@@ -480,7 +482,7 @@ mod tests {
         stride: usize,
         order: Order,
     ) -> Vec<(i64, f32)> {
-        // Written independently of `compare_ranked`, so the two check each other.
+        // Written independently of `packed_rank`, so the two check each other.
         all.sort_by(|a, b| match (a.1.is_nan(), b.1.is_nan()) {
             (true, false) => Ordering::Greater,
             (false, true) => Ordering::Less,
