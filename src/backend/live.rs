@@ -87,12 +87,9 @@ impl LiveBackends {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                let backends = me.load();
-                let probes = backends.by_addr.values().map(|b| async move {
-                    let up = b.probe(period.max(Duration::from_secs(1))).await;
-                    b.set_healthy(up);
-                });
-                futures::future::join_all(probes).await;
+                me.load()
+                    .probe_all(period.max(Duration::from_secs(1)))
+                    .await;
             }
         })
     }

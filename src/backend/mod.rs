@@ -577,21 +577,13 @@ impl Backends {
             .collect()
     }
 
-    /// Probes every node every `period` until aborted.
-    pub fn spawn_health_checks(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let probes = me.by_addr.values().map(|b| async move {
-                    let up = b.probe(period.max(Duration::from_secs(1))).await;
-                    b.set_healthy(up);
-                });
-                futures::future::join_all(probes).await;
-            }
-        })
+    /// Probes every node once (each within `timeout`) and records who answered.
+    pub async fn probe_all(&self, timeout: Duration) {
+        let probes = self.by_addr.values().map(|b| async move {
+            let up = b.probe(timeout).await;
+            b.set_healthy(up);
+        });
+        futures::future::join_all(probes).await;
     }
 }
 
