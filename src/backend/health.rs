@@ -107,7 +107,7 @@ const P95_REFRESH_EVERY: u32 = 16;
 ///
 /// Every search part asks for its node's p95 (the hedge delay) and records
 /// one sample, so the p95 is kept and recomputed every
-/// [`P95_REFRESH_EVERY`] samples rather than per call: a selection over 256
+/// [`P95_REFRESH_EVERY`] samples rather than per call: a sort of the 128
 /// samples per part showed in the proxy's profile (1.7% of its CPU), and a
 /// hedge delay 16 samples stale is as good a guess of "slow".
 #[derive(Debug, Default)]
