@@ -336,6 +336,7 @@ pub struct ResilienceMetrics {
     ejected: Family<Labels<1>, Gauge>,
     deadline_exceeded: Family<Labels<1>, Counter>,
     backend_inflight: Family<Labels<1>, Gauge>,
+    writer_fallbacks: Counter,
 }
 
 impl ResilienceMetrics {
@@ -366,7 +367,16 @@ impl ResilienceMetrics {
             "Calls in flight from the proxy to a backend node",
             me.backend_inflight.clone(),
         );
+        registry.register(
+            "mishards_search_writer_fallbacks",
+            "Searches sent whole to the writable node because no read-only node was healthy (backends.search_writer_fallback)",
+            me.writer_fallbacks.clone(),
+        );
         me
+    }
+
+    pub fn writer_fallback(&self) {
+        self.writer_fallbacks.inc();
     }
 
     pub fn shed(&self, reason: &str) {

@@ -24,6 +24,7 @@ on_both_databases!(
     merges_during_search,
     error_paths,
     reader_down,
+    every_reader_down,
     writer_only_proxy,
     external_writes,
     concurrent_searches,
@@ -444,6 +445,93 @@ async fn reader_down(kind: MetaKind) {
         let what = format!("reader {stopped} down");
         collection.expect_search(&what, &rows, &queries, topk).await;
     }
+    cluster.stop().await;
+}
+
+/// With every read-only node stopped, a search fails with a reason that
+/// names each down node and why; a proxy with
+/// `backends.search_writer_fallback` sends it whole to the writer instead
+/// (partition tags included), with exact answers.
+async fn every_reader_down(kind: MetaKind) {
+    let mut cluster = Cluster::with(&kind).readers(2).start().await;
+    let mut source = VectorSource::new(93);
+    let mut collection = cluster.collection("readers_gone", 8, L2).await;
+    collection.create_partition("p1").await;
+    let mut rows = collection.fill(&mut source, 2, 50).await;
+    let vectors = source.floats(40, 8);
+    let mut in_p1 = Rows::default();
+    in_p1.add(&collection.insert("p1", &vectors).await, &vectors);
+    collection.flush().await;
+    rows = Rows::merged(&[&rows, &in_p1]);
+    let queries = source.floats(2, 8);
+    let readers: Vec<String> = cluster
+        .reader_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let writer = cluster.writer.as_ref().unwrap().addr.to_string();
+    let mut config = proxy_config(&cluster.meta_uri, &writer, readers.clone());
+    config.backends.search_writer_fallback = true;
+    let fallback = mishards::proxy::start(config).await.expect("proxy starts");
+    let mut through_fallback = collection.through(client_of(fallback.addr));
+    through_fallback
+        .expect_search("fallback proxy, readers up", &rows, &queries, 10)
+        .await;
+    for reader in 0..2 {
+        cluster.stop_reader(reader).await;
+    }
+
+    // Without the fallback: once the probe (every 2 s) has both down, the
+    // reason names each node and the refused connection.
+    let started = Instant::now();
+    let reason = loop {
+        let param = search_param(&collection.name, &[], &queries, 10, "{}");
+        let reply = grpc_ok("search", collection.client.search(param).await);
+        let status = reply.status.unwrap_or_default();
+        assert_ne!(
+            status.error_code, 0,
+            "a search with every reader down succeeded"
+        );
+        // (A search that first meets a node the probe has not yet taken out
+        // fails over and reports the refused calls instead.)
+        if status.reason.starts_with("no healthy read-only node") {
+            break status.reason;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never reported as no healthy node: {}",
+            status.reason
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for reader in &readers {
+        assert!(reason.contains(&format!("{reader}: ")), "{reason}");
+    }
+
+    // With it: exact answers from the writer, tags applied there.
+    let fallbacks = "mishards_search_writer_fallbacks_total";
+    let started = Instant::now();
+    while metric(&fallback, fallbacks) < 1.0 {
+        let param = search_param(&collection.name, &[], &queries, 10, "{}");
+        let reply = grpc_ok("search", through_fallback.client.search(param).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no search fell back to the writer: {:?}",
+            reply.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for topk in [10usize, 500] {
+        through_fallback
+            .expect_search("every reader down, via the writer", &rows, &queries, topk)
+            .await;
+    }
+    through_fallback
+        .expect_search_in("p1 via the writer", &["p1"], &in_p1, &queries, 10)
+        .await;
+    let fell_back = metric(&fallback, fallbacks);
+    assert!(fell_back >= 4.0, "{fell_back} searches fell back");
+    fallback.stop(Duration::from_secs(2)).await.unwrap();
     cluster.stop().await;
 }
 

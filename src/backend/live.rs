@@ -132,6 +132,7 @@ fn rebuild(
         readonly: readonly_backends,
         by_addr,
         ring,
+        search_writer_fallback: config.backends.search_writer_fallback,
         tls: old.tls.clone(),
     })
 }

@@ -506,6 +506,9 @@ pub struct Backends {
     pub readonly: Vec<Arc<Backend>>,
     by_addr: HashMap<String, Arc<Backend>>,
     pub ring: Ring,
+    /// `backends.search_writer_fallback`: searches go to the writable node
+    /// when no read-only node is healthy.
+    pub search_writer_fallback: bool,
     /// `[backend_tls]`, when on: every node's connections use it.
     tls: Option<Arc<BackendTls>>,
 }
@@ -557,6 +560,7 @@ impl Backends {
             readonly,
             by_addr,
             ring,
+            search_writer_fallback: config.backends.search_writer_fallback,
             tls,
         })
     }

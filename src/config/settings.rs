@@ -123,6 +123,9 @@ pub struct BackendsConfig {
     pub search_timeout: Duration,
     /// Points per node on the consistent-hash ring.
     pub virtual_nodes: u32,
+    /// When no read-only node is healthy, send searches whole to the
+    /// writable node (it reads the same shared storage) instead of failing.
+    pub search_writer_fallback: bool,
 }
 
 impl BackendsConfig {
@@ -150,6 +153,7 @@ impl Default for BackendsConfig {
             request_timeout: Duration::ZERO,
             search_timeout: Duration::ZERO,
             virtual_nodes: crate::ring::DEFAULT_VIRTUAL_NODES as u32,
+            search_writer_fallback: false,
         }
     }
 }

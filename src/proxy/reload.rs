@@ -2,7 +2,8 @@
 //! when its content changes (a periodic content-hash check), and the keys
 //! that can change while serving are applied at once: the writable node,
 //! the read-only nodes (or the list found by discovery), the ring's virtual
-//! nodes, the topology refresh interval and the log level. Other changed
+//! nodes, `backends.search_writer_fallback`, the topology refresh interval
+//! and the log level. Other changed
 //! keys are logged as needing a restart. An invalid file is rejected with a
 //! log line and the configuration in effect stays.
 //!
@@ -45,6 +46,7 @@ pub fn merge_live_keys(effective: &Config, new: &Config) -> (Config, Vec<String>
     next.backends.writable = new.backends.writable.clone();
     next.backends.readonly = new.backends.readonly.clone();
     next.backends.virtual_nodes = new.backends.virtual_nodes;
+    next.backends.search_writer_fallback = new.backends.search_writer_fallback;
     next.topology.refresh_interval = new.topology.refresh_interval;
     next.log.level = new.log.level.clone();
     (next.clone(), changed_keys(&next, new))
@@ -254,12 +256,14 @@ mod tests {
         new.backends.writable = "10.0.0.9:19530".into();
         new.backends.readonly = vec!["10.0.0.2:19530".into()];
         new.log.level = "debug".into();
+        new.backends.search_writer_fallback = true;
         new.server.listen = "0.0.0.0:19531".into();
         new.meta.max_connections = 3;
         let (next, restart) = merge_live_keys(&old, &new);
         assert_eq!(next.backends.writable, "10.0.0.9:19530");
         assert_eq!(next.backends.readonly, new.backends.readonly);
         assert_eq!(next.log.level, "debug");
+        assert!(next.backends.search_writer_fallback);
         assert_eq!(next.server.listen, old.server.listen);
         assert_eq!(restart, vec!["meta.max_connections", "server.listen"]);
         assert!(merge_live_keys(&old, &old).1.is_empty());

@@ -45,6 +45,13 @@ pub fn select_files(view: &CollectionView, tags: &[String]) -> MilvusResult<Vec<
 /// How a plan that found no node for some files begins its error reason.
 pub const NO_HEALTHY_NODE: &str = "no healthy read-only node";
 
+/// Whether `error` says some files had no healthy node to go to: at
+/// planning (`checked`), or after every node they could move to failed
+/// (the fan-out's fail-over quotes the plan's reason).
+pub fn found_no_healthy_node(error: &MilvusError) -> bool {
+    error.reason.contains(NO_HEALTHY_NODE)
+}
+
 /// Places `files` (id, rows) on healthy nodes of `ring`. Fails when some
 /// file has no healthy node to go to.
 pub fn plan(
@@ -113,6 +120,21 @@ mod tests {
                 file(4, "102", 5),
             ],
         }
+    }
+
+    #[test]
+    fn no_healthy_node_is_recognised_at_planning_and_after_fail_over() {
+        let ring = Ring::new(&["a".to_string(), "b".to_string()], 10);
+        let Err(e) = plan(&ring, &[(1, 10), (2, 10)], |_| false) else {
+            panic!("nothing is healthy")
+        };
+        assert!(found_no_healthy_node(&e), "{}", e.reason);
+        let moved_on =
+            MilvusError::unexpected(format!("search failed: {} (unreachable: a, b)", e.reason));
+        assert!(found_no_healthy_node(&moved_on));
+        assert!(!found_no_healthy_node(&MilvusError::unexpected(
+            "Invalid file id: 7"
+        )));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! (`route`), fan it out as one `SearchInFiles` per read-only node in
 //! parallel (each part hedged or moved to the next node on the ring when its
 //! node is slow or unreachable: `hedge`), and merge the partial top-k
-//! results. Without read-only nodes, searches go to the writable node unchanged.
+//! results. Without read-only nodes, searches go to the writable node
+//! unchanged; with `backends.search_writer_fallback`, so do searches that
+//! find no healthy read-only node.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -61,10 +63,15 @@ impl Cluster {
                 .iter()
                 .map(|n| self.backends.is_healthy(n))
                 .collect();
-            let plan = traced_plan(&request_span, || {
+            let plan = match traced_plan(&request_span, || {
                 self.placements.plan(&view, &tags, ring, &healthy)
-            })
-            .map_err(|e| self.explain_unplaced(e))?;
+            }) {
+                Ok(plan) => plan,
+                Err(e) if self.falls_back_to_writer(&e) => {
+                    return self.search_on_writer(p, tags).await;
+                }
+                Err(e) => return Err(self.explain_unplaced(e)),
+            };
             if plan.files == 0 {
                 return Ok(TopKHits::empty().into_wire());
             }
@@ -74,9 +81,36 @@ impl Cluster {
                     self.topology.reload().await?;
                     attempt += 1;
                 }
+                // Every node the parts could move to failed during the search.
+                Err(e) if self.falls_back_to_writer(&e) => {
+                    return self.search_on_writer(p, tags).await;
+                }
                 other => return other.map(TopKHits::into_wire),
             }
         }
+    }
+
+    /// Whether a search that failed with `error` goes whole to the writable
+    /// node instead: `backends.search_writer_fallback` is on, no read-only
+    /// node could take some of the files (at planning, or after failing over
+    /// during the search), and the writer answers its probe.
+    fn falls_back_to_writer(&self, error: &MilvusError) -> bool {
+        self.backends.search_writer_fallback
+            && route::found_no_healthy_node(error)
+            && self.backends.writable.is_healthy()
+    }
+
+    /// `p` with its partition `tags` back, sent as it is to the writable
+    /// node, which reads the same shared storage and applies the tags itself.
+    async fn search_on_writer(
+        &self,
+        mut p: SearchParam,
+        tags: Vec<String>,
+    ) -> MilvusResult<TopKQueryResult> {
+        tracing::debug!(collection = %p.collection_name, "no healthy read-only node: searching on the writable node");
+        self.metrics.resilience.writer_fallback();
+        p.partition_tag_array = tags;
+        self.to_writer("Search", p, client_call!(search)).await
     }
 
     /// One `SearchInFiles` per node, in parallel, each part hedged or moved
