@@ -217,6 +217,12 @@ async fn file_changes_under_search_in_files(kind: MetaKind) {
         live.remove(&doomed);
         doomed
     };
+    // Up to `n` of the vectors whose ids are in `ids`: queries that land on them.
+    let vectors_of = |truth: &Arc<Mutex<Truth>>, ids: &HashSet<i64>, n: usize| -> Vec<Vector> {
+        let truth = truth.lock().unwrap();
+        let rows = truth.all.rows.iter().filter(|r| ids.contains(&r.0));
+        rows.take(n).map(|r| r.1.clone()).collect()
+    };
     let deletes = |doomed: HashSet<i64>| {
         let truth = truth.clone();
         let mut collection = collection.clone();
@@ -229,16 +235,7 @@ async fn file_changes_under_search_in_files(kind: MetaKind) {
     // 1. Deletes in cached files: the reader must not return them.
     let doomed = delete_some(&mut live, 40);
     // Nearest neighbours of the doomed rows: a stale reader would return them.
-    let near_doomed: Vec<Vector> = truth
-        .lock()
-        .unwrap()
-        .all
-        .rows
-        .iter()
-        .filter(|r| doomed.contains(&r.0))
-        .take(3)
-        .map(|r| r.1.clone())
-        .collect();
+    let near_doomed = vectors_of(&truth, &doomed, 3);
     deletes(doomed).await;
     expect_files(
         &mut reader,
@@ -308,16 +305,7 @@ async fn file_changes_under_search_in_files(kind: MetaKind) {
 
     // 3. Deletes in the merged file, cached by the reader.
     let doomed = delete_some(&mut live, 25);
-    let near_doomed: Vec<Vector> = truth
-        .lock()
-        .unwrap()
-        .all
-        .rows
-        .iter()
-        .filter(|r| doomed.contains(&r.0))
-        .take(3)
-        .map(|r| r.1.clone())
-        .collect();
+    let near_doomed = vectors_of(&truth, &doomed, 3);
     deletes(doomed).await;
     expect_files(
         &mut reader,
@@ -365,16 +353,7 @@ async fn file_changes_under_search_in_files(kind: MetaKind) {
 
     // 5. Deletes after the index: both the index and the raw file drop them.
     let doomed = delete_some(&mut live, 25);
-    let near_doomed: Vec<Vector> = truth
-        .lock()
-        .unwrap()
-        .all
-        .rows
-        .iter()
-        .filter(|r| doomed.contains(&r.0))
-        .take(3)
-        .map(|r| r.1.clone())
-        .collect();
+    let near_doomed = vectors_of(&truth, &doomed, 3);
     deletes(doomed).await;
     expect_files(
         &mut reader,
