@@ -266,13 +266,15 @@ impl Backend {
         }
     }
 
+    /// Every answered call says `up`: only a change of state does more than
+    /// one atomic swap (the down reason is cleared on the way back up).
     fn set_healthy(&self, up: bool) {
-        if up {
-            if let Ok(mut reason) = self.down_reason.lock() {
-                reason.take();
-            }
-        }
         if self.healthy.swap(up, Ordering::Relaxed) != up {
+            if up {
+                if let Ok(mut reason) = self.down_reason.lock() {
+                    reason.take();
+                }
+            }
             tracing::info!(backend = %self.addr, up, "backend health changed");
             self.metrics.set_backend_up(&self.addr, up);
         }
