@@ -104,7 +104,7 @@ impl Cluster {
     /// the plan found no node for some files: the operator sees the cause
     /// (a refused connection, a TLS handshake) in the client's error.
     pub(super) fn explain_unplaced(&self, mut error: MilvusError) -> MilvusError {
-        if error.reason.starts_with(super::route::NO_HEALTHY_NODE) {
+        if super::route::found_no_healthy_node(&error) {
             let down = self.backends.readonly_down();
             if !down.is_empty() {
                 error.reason = format!("{}; down: {}", error.reason, down.join("; "));
