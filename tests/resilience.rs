@@ -577,7 +577,7 @@ async fn flood_of_heavy_searches_is_shed_promptly() {
 /// heavy: nq 50 x topk 1000, odd ones light: nq 1 x topk 10), each client
 /// connected beforehand; the latencies of the accepted and of the shed ones.
 /// Accepted answers are checked against the oracle; a refusal must be
-/// RESOURCE_EXHAUSTED naming its limit.
+/// RESOURCE_EXHAUSTED.
 async fn burst(
     addr: std::net::SocketAddr,
     collection: &TestCollection,
