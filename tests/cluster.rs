@@ -50,8 +50,8 @@ async fn check_nq_topk_grid(collection: &mut TestCollection, rows: &Rows, querie
 
 /// Ten flushes leave ten files, spread over the read-only nodes, and every
 /// metric's answers over them equal the oracle's.
-async fn many_segment_files(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn many_segment_files(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(11);
     let setups = [
         ("segments_l2", 16, L2),
@@ -100,8 +100,8 @@ async fn many_segment_files(kind: MetaKind) {
 /// Partition selection as Milvus does it: `_default`, exact or full-regex tag
 /// match, surrounding blanks ignored; only a list where no tag matches at all
 /// is an error.
-async fn partitions(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn partitions(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(22);
     let mut collection = cluster.collection("tagged", 8, L2).await;
     for tag in ["p_alpha", "p_beta", "q_gamma"] {
@@ -154,8 +154,8 @@ async fn partitions(kind: MetaKind) {
 
 /// Deleted rows, among them the best hits, never come back, also from the
 /// segments the read-only nodes already cached.
-async fn deletes(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn deletes(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(33);
     let mut collection = cluster.collection("deleting", 16, L2).await;
     let mut rows = collection.fill(&mut source, 3, 200).await;
@@ -191,8 +191,8 @@ async fn deletes(kind: MetaKind) {
 
 /// A collection dropped and created again under the same name, with another
 /// metric and dimension, has none of the old files and sorts by the new metric.
-async fn drop_and_recreate(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn drop_and_recreate(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(44);
     let name = "reborn";
     let mut first = cluster.collection(name, 16, L2).await;
@@ -222,8 +222,8 @@ async fn drop_and_recreate(kind: MetaKind) {
 }
 
 /// A search right after a flush through the proxy sees every flushed row.
-async fn read_your_writes(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn read_your_writes(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(55);
     let mut collection = cluster.collection("fresh", 8, L2).await;
     let queries = source.floats(2, 8);
@@ -242,8 +242,8 @@ async fn read_your_writes(kind: MetaKind) {
 /// A Flush through the proxy answers once the file it made was searched on
 /// its read-only node (the warm-up), so the first user search after it pays
 /// no load; the searches that follow see every row.
-async fn flush_warms_new_files(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn flush_warms_new_files(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let proxy = cluster.proxy.as_ref().expect("proxy");
     let warmed = || metric(proxy, "mishards_warmup_searches_total{outcome=\"ok\"}");
     assert_eq!(warmed(), 0.0, "nothing to warm before the first flush");
@@ -270,12 +270,12 @@ async fn flush_warms_new_files(kind: MetaKind) {
 
 /// Searches between flushes while the writer merges files in the background
 /// (and deletes the merged ones soon after) always see every row once.
-async fn merges_during_search(kind: MetaKind) {
+async fn merges_during_search(setup: Setup) {
     let timing = WriterTiming {
         merge_interval: Duration::from_millis(200),
         cleanup_delay: Duration::from_millis(500),
     };
-    let cluster = Cluster::with(&kind).merging(timing).start().await;
+    let cluster = Cluster::with(&setup).merging(timing).start().await;
     let mut source = VectorSource::new(66);
     let mut collection = cluster.collection("merging", 8, L2).await;
     let queries = source.floats(2, 8);
@@ -299,8 +299,8 @@ async fn merges_during_search(kind: MetaKind) {
 }
 
 /// Bad requests through the proxy are Milvus statuses, never gRPC errors.
-async fn error_paths(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn error_paths(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(77);
     let name = "errs";
     let mut collection = cluster.collection(name, 8, L2).await;
@@ -419,8 +419,8 @@ async fn error_paths(kind: MetaKind) {
 
 /// With the read-only node that serves the most files stopped, its files move
 /// to the others and the answers stay exact.
-async fn reader_down(kind: MetaKind) {
-    let mut cluster = Cluster::start(&kind).await;
+async fn reader_down(setup: Setup) {
+    let mut cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(88);
     let mut collection = cluster.collection("survivor", 16, L2).await;
     let rows = collection.fill(&mut source, 10, 100).await;
@@ -452,8 +452,8 @@ async fn reader_down(kind: MetaKind) {
 /// names each down node and why; a proxy with
 /// `backends.search_writer_fallback` sends it whole to the writer instead
 /// (partition tags included), with exact answers.
-async fn every_reader_down(kind: MetaKind) {
-    let mut cluster = Cluster::with(&kind).readers(2).start().await;
+async fn every_reader_down(setup: Setup) {
+    let mut cluster = Cluster::with(&setup).readers(2).start().await;
     let mut source = VectorSource::new(93);
     let mut collection = cluster.collection("readers_gone", 8, L2).await;
     collection.create_partition("p1").await;
@@ -537,8 +537,8 @@ async fn every_reader_down(kind: MetaKind) {
 
 /// A proxy configured without read-only nodes sends searches to the writer,
 /// and its answers equal the oracle all the same.
-async fn writer_only_proxy(kind: MetaKind) {
-    let cluster = Cluster::with(&kind).readers(0).start().await;
+async fn writer_only_proxy(setup: Setup) {
+    let cluster = Cluster::with(&setup).readers(0).start().await;
     let mut source = VectorSource::new(77);
     let mut collection = cluster.collection("writer_only", 8, L2).await;
     let rows = collection.fill(&mut source, 3, 50).await;
@@ -553,13 +553,13 @@ async fn writer_only_proxy(kind: MetaKind) {
 
 /// Writes that do not pass through the proxy (straight to the writer, as
 /// through another proxy replica) are seen after the periodic refresh.
-async fn external_writes(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn external_writes(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(91);
     let name = "external";
     let mut writer = cluster.writer_client();
     create_collection(&mut writer, name, 8, L2).await;
-    let mut direct = TestCollection::new(writer, kind.label(), name, 8, L2);
+    let mut direct = TestCollection::new(writer, setup.label(), name, 8, L2);
     let mut proxied = direct.through(cluster.client.clone());
     let queries = source.floats(2, 8);
     let mut rows = Rows::default();
@@ -583,8 +583,8 @@ async fn external_writes(kind: MetaKind) {
 
 /// Many clients searching at once through the proxy (bounded: 8 clients x 25
 /// searches) all get the oracle's answer.
-async fn concurrent_searches(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn concurrent_searches(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(123);
     let mut collection = cluster.collection("concurrent", 16, IP).await;
     let rows = Arc::new(collection.fill(&mut source, 6, 150).await);
@@ -610,8 +610,8 @@ async fn concurrent_searches(kind: MetaKind) {
 /// With the writable node down, the proxy keeps serving reads: searches from
 /// the read-only nodes, metadata reads from its snapshot, `version` from a
 /// read-only node; writes fail with CONNECT_FAILED.
-async fn writer_down(kind: MetaKind) {
-    let mut cluster = Cluster::start(&kind).await;
+async fn writer_down(setup: Setup) {
+    let mut cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(31);
     let name = "degraded";
     let mut collection = cluster.collection(name, 8, L2).await;
@@ -831,8 +831,8 @@ async fn unreachable_writer_is_a_status_not_a_grpc_error() {
 /// product on the read-only nodes and in the proxy's merge: the same ids and
 /// order as the writable node searching alone, and the brute-force IP oracle,
 /// over files spread across several read-only nodes; SearchByID follows it too.
-async fn metric_type_override(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn metric_type_override(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(1010);
     let mut collection = cluster.collection("metric_override", 16, L2).await;
     let rows = collection.fill(&mut source, 8, 150).await;
@@ -851,7 +851,7 @@ async fn metric_type_override(kind: MetaKind) {
         let merged = grpc_ok("proxy search", proxy.search(param.clone()).await);
         assert_ok("proxy search", &merged.status);
         check_against_oracle(
-            &format!("{} IP override topk {topk}", kind.label()),
+            &format!("{} IP override topk {topk}", setup.label()),
             &merged,
             IP,
             &rows,
@@ -905,8 +905,8 @@ async fn metric_type_override(kind: MetaKind) {
 /// `set_config` through the proxy reaches the writable node and every
 /// read-only node; `get_config` answers the writer's value; when a node
 /// cannot take it, the error names that node.
-async fn set_config_reaches_every_node(kind: MetaKind) {
-    let mut cluster = Cluster::start(&kind).await;
+async fn set_config_reaches_every_node(setup: Setup) {
+    let mut cluster = Cluster::start(&setup).await;
     let mut proxy = cluster.client.clone();
     assert_eq!(cmd(&mut proxy, "set_config cache.cache_size 1GB").await, "");
     let mut addrs = vec![cluster.writer.as_ref().expect("writer").addr];
@@ -956,9 +956,9 @@ async fn set_config_reaches_every_node(kind: MetaKind) {
 /// nor show a row twice (a raw file and its index are never both searched),
 /// ShowCollectionInfo names the index per segment, and after the drop the
 /// answers are exact again.
-async fn index_build_and_drop_during_search(kind: MetaKind) {
+async fn index_build_and_drop_during_search(setup: Setup) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let cluster = Cluster::start(&kind).await;
+    let cluster = Cluster::start(&setup).await;
     let mut source = VectorSource::new(4096);
     let mut collection = cluster.collection("indexing", 16, L2).await;
     let rows = collection.fill(&mut source, 2, 5000).await;

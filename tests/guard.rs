@@ -75,8 +75,8 @@ async fn second_proxy(
 /// 1000 searches on a missing collection cost a bounded number of metadata
 /// reads, and a collection created behind the proxy's back (straight on the
 /// writer, as through another proxy) is still found within one refresh interval.
-async fn unknown_names(kind: MetaKind) {
-    let cluster = Cluster::start(&kind).await;
+async fn unknown_names(setup: Setup) {
+    let cluster = Cluster::start(&setup).await;
     // A slow refresh (3 s) so that misses, not the refresher, decide the reads.
     let refresh = Duration::from_secs(3);
     let ttl = Duration::from_secs(1);
@@ -101,7 +101,7 @@ async fn unknown_names(kind: MetaKind) {
     eprintln!(
         "{}: 1000 searches on a missing collection in {:.2}s caused {miss_reads} metadata reads \
          (bound {bound}; without the negative cache: 1000 full reloads)",
-        kind.label(),
+        setup.label(),
         elapsed.as_secs_f64()
     );
     assert!(miss_reads <= bound, "{miss_reads} reads > {bound}");
@@ -119,7 +119,7 @@ async fn unknown_names(kind: MetaKind) {
     let random_bound = 2 * (elapsed.as_secs_f64() / (ttl.as_secs_f64() / 10.0)).ceil() as u64 + 2;
     eprintln!(
         "{}: 300 searches on 300 different missing names in {:.2}s caused {random_reads} metadata reads (bound {random_bound})",
-        kind.label(),
+        setup.label(),
         elapsed.as_secs_f64()
     );
     assert!(
@@ -146,7 +146,7 @@ async fn unknown_names(kind: MetaKind) {
     };
     eprintln!(
         "{}: a collection created through another proxy was found after {} ms (refresh interval {} ms)",
-        kind.label(),
+        setup.label(),
         found_after.as_millis(),
         refresh.as_millis()
     );

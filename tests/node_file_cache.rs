@@ -159,12 +159,12 @@ fn spawn_searcher(
     })
 }
 
-async fn file_changes_under_search_in_files(kind: MetaKind) {
+async fn file_changes_under_search_in_files(setup: Setup) {
     let timing = WriterTiming {
         merge_interval: Duration::ZERO,
         cleanup_delay: CLEANUP_DELAY,
     };
-    let cluster = Cluster::with(&kind)
+    let cluster = Cluster::with(&setup)
         .readers(1)
         .merging(timing)
         .start()

@@ -1,7 +1,7 @@
 //! An in-process cluster for the scenarios: one writable node, N read-only
 //! nodes and (unless asked otherwise) the proxy, on 127.0.0.1 ephemeral ports,
-//! sharing one directory and one metadata database: SQLite or a throw-away
-//! MySQL database.
+//! sharing one metadata database (SQLite or a throw-away MySQL database) and
+//! one storage: a local directory, or a JuiceFS volume mounted once per node.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -47,28 +47,116 @@ impl MetaKind {
     }
 }
 
-/// Runs each scenario `async fn name(kind: MetaKind)` as two tests,
-/// `name::sqlite` and `name::mysql` (the latter skipped with a note when
-/// `MISHARDS_TEST_MYSQL` is unset).
+/// Where the nodes of a cluster keep their segment files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// One local directory every node shares: a file one node renames is
+    /// visible to all the others at once.
+    Local,
+    /// One JuiceFS volume mounted once per node (see `juicefs`): each node
+    /// sees the others' files through its own client's caches.
+    JuiceFs,
+}
+
+/// The metadata database and the storage a scenario runs on.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub meta: MetaKind,
+    pub storage: Storage,
+}
+
+impl Setup {
+    /// "sqlite", "mysql", "juicefs+sqlite" or "juicefs+mysql", to say in
+    /// assertion messages which run failed.
+    pub fn label(&self) -> &'static str {
+        match (self.storage, &self.meta) {
+            (Storage::Local, meta) => meta.label(),
+            (Storage::JuiceFs, MetaKind::Sqlite) => "juicefs+sqlite",
+            (Storage::JuiceFs, MetaKind::MySql(_)) => "juicefs+mysql",
+        }
+    }
+}
+
+impl From<&MetaKind> for Setup {
+    fn from(meta: &MetaKind) -> Setup {
+        Setup {
+            meta: meta.clone(),
+            storage: Storage::Local,
+        }
+    }
+}
+
+impl From<&Setup> for Setup {
+    fn from(setup: &Setup) -> Setup {
+        setup.clone()
+    }
+}
+
+/// Runs each scenario `async fn name(setup: Setup)` as two tests on a local
+/// directory, `name::sqlite` and `name::mysql` (the latter skipped with a
+/// note when `MISHARDS_TEST_MYSQL` is unset).
 macro_rules! on_both_databases {
     ($($scenario:ident),* $(,)?) => {$(
         mod $scenario {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                super::$scenario($crate::common::MetaKind::Sqlite).await;
+                super::$scenario((&$crate::common::MetaKind::Sqlite).into()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mysql() {
                 let test = concat!(stringify!($scenario), "::mysql");
                 if let Some(kind) = $crate::common::MetaKind::mysql_or_skip(test) {
-                    super::$scenario(kind).await;
+                    super::$scenario((&kind).into()).await;
                 }
             }
         }
     )*};
 }
 pub(crate) use on_both_databases;
+
+/// Like [`on_both_databases`], plus the same two on JuiceFS:
+/// `name::juicefs_sqlite` and `name::juicefs_mysql` (skipped with a note
+/// where JuiceFS cannot run, see `juicefs::available_or_skip`).
+macro_rules! on_every_storage {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            use $crate::common::{MetaKind, Setup, Storage};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario((&MetaKind::Sqlite).into()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let test = concat!(stringify!($scenario), "::mysql");
+                if let Some(kind) = MetaKind::mysql_or_skip(test) {
+                    super::$scenario((&kind).into()).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn juicefs_sqlite() {
+                let test = concat!(stringify!($scenario), "::juicefs_sqlite");
+                if $crate::common::juicefs::available_or_skip(test) {
+                    let meta = MetaKind::Sqlite;
+                    super::$scenario(Setup { meta, storage: Storage::JuiceFs }).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn juicefs_mysql() {
+                let test = concat!(stringify!($scenario), "::juicefs_mysql");
+                let Some(meta) = MetaKind::mysql_or_skip(test) else { return };
+                if $crate::common::juicefs::available_or_skip(test) {
+                    super::$scenario(Setup { meta, storage: Storage::JuiceFs }).await;
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use on_every_storage;
 
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
@@ -185,9 +273,9 @@ pub fn proxy_config(meta_uri: &str, writable: &str, readonly: Vec<String>) -> Co
     config
 }
 
-/// What [`Cluster`] to start: `Cluster::with(&kind).readers(0).merging(t).start()`.
+/// What [`Cluster`] to start: `Cluster::with(&setup).readers(0).merging(t).start()`.
 pub struct ClusterBuilder {
-    kind: MetaKind,
+    setup: Setup,
     readers: usize,
     timing: WriterTiming,
 }
@@ -209,7 +297,19 @@ impl ClusterBuilder {
     pub async fn start(self) -> Cluster {
         init_logging();
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let (meta_uri, database) = match &self.kind {
+        // On JuiceFS each node has its own mount; SQLite stays on local disk
+        // (its locking and WAL do not work across JuiceFS clients).
+        let mut volume = (self.setup.storage == Storage::JuiceFs)
+            .then(|| super::juicefs::Volume::format(self.setup.label()));
+        let mut node_dir = |label: &str| match volume.as_mut() {
+            Some(v) => v.mount(label),
+            None => data_dir.path().to_path_buf(),
+        };
+        let writer_dir = node_dir("writer");
+        let reader_dirs: Vec<_> = (0..self.readers)
+            .map(|i| node_dir(&format!("reader{i}")))
+            .collect();
+        let (meta_uri, database) = match &self.setup.meta {
             MetaKind::Sqlite => (
                 format!("sqlite://{}/db/meta.sqlite", data_dir.path().display()),
                 None,
@@ -219,13 +319,9 @@ impl ClusterBuilder {
                 (db.uri.clone(), Some(db))
             }
         };
-        let node_options = |role: Role| {
-            let mut o = NodeOptions::new(
-                role,
-                loopback(),
-                data_dir.path().to_path_buf(),
-                meta_uri.clone(),
-            );
+        std::fs::create_dir_all(data_dir.path().join("db")).expect("local db folder");
+        let node_options = |role: Role, dir: &std::path::Path| {
+            let mut o = NodeOptions::new(role, loopback(), dir.to_path_buf(), meta_uri.clone());
             o.flush_interval = Duration::from_secs(1);
             o.merge_interval = self.timing.merge_interval;
             o.cleanup_delay = self.timing.cleanup_delay;
@@ -233,13 +329,13 @@ impl ClusterBuilder {
             o
         };
         // The writer first: it creates the schema the others then find.
-        let writer = node::start(node_options(Role::Writable))
+        let writer = node::start(node_options(Role::Writable, &writer_dir))
             .await
             .expect("writable node starts");
         let mut readers = Vec::new();
-        for _ in 0..self.readers {
+        for dir in &reader_dirs {
             readers.push(Some(
-                node::start(node_options(Role::ReadOnly))
+                node::start(node_options(Role::ReadOnly, dir))
                     .await
                     .expect("read-only node starts"),
             ));
@@ -259,12 +355,14 @@ impl ClusterBuilder {
         let proxy = proxy::start(config).await.expect("proxy starts");
         let client = client_of(proxy.addr);
         Cluster {
-            kind: self.kind,
+            kind: self.setup.meta.clone(),
+            setup: self.setup,
             meta_uri,
             proxy: Some(proxy),
             writer: Some(writer),
             readers,
             client,
+            _volume: volume,
             _data_dir: data_dir,
             _database: database,
         }
@@ -285,6 +383,8 @@ pub fn metric(proxy: &mishards::proxy::RunningProxy, series: &str) -> f64 {
 pub struct Cluster {
     /// The metadata database the cluster shares.
     pub kind: MetaKind,
+    /// That database and the storage.
+    pub setup: Setup,
     /// Its URI, for another proxy over the same cluster (and tests/guard.rs).
     pub meta_uri: String,
     pub proxy: Option<RunningProxy>,
@@ -292,21 +392,22 @@ pub struct Cluster {
     pub readers: Vec<Option<RunningNode>>,
     /// A client of the proxy.
     pub client: Client,
-    // Dropped last: the directory and the database outlive the servers.
+    // Dropped last: the storage and the database outlive the servers.
+    _volume: Option<super::juicefs::Volume>,
     _data_dir: tempfile::TempDir,
     _database: Option<MysqlDatabase>,
 }
 
 impl Cluster {
     /// A cluster of [`READERS`] read-only nodes whose writer never merges.
-    pub async fn start(kind: &MetaKind) -> Cluster {
-        Cluster::with(kind).start().await
+    pub async fn start(setup: impl Into<Setup>) -> Cluster {
+        Cluster::with(setup).start().await
     }
 
     /// A cluster to configure before it starts.
-    pub fn with(kind: &MetaKind) -> ClusterBuilder {
+    pub fn with(setup: impl Into<Setup>) -> ClusterBuilder {
         ClusterBuilder {
-            kind: kind.clone(),
+            setup: setup.into(),
             readers: READERS,
             timing: WriterTiming::NO_MERGES,
         }
@@ -316,7 +417,7 @@ impl Cluster {
     pub async fn collection(&self, name: &str, dim: usize, metric: i32) -> TestCollection {
         let mut client = self.client.clone();
         create_collection(&mut client, name, dim as i64, metric).await;
-        TestCollection::new(client, self.kind.label(), name, dim, metric)
+        TestCollection::new(client, self.setup.label(), name, dim, metric)
     }
 
     /// A client of the writable node itself, bypassing the proxy.

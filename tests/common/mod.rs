@@ -2,7 +2,8 @@
 //! ([`cluster`]), the Milvus calls a scenario makes ([`calls`]), a handle on
 //! one collection that fills, searches and checks it ([`collection`]), and the
 //! brute-force oracle every search is checked against ([`oracle`]); nodes as
-//! child processes of the binary ([`processes`]) and a TCP relay ([`relay`]).
+//! child processes of the binary ([`processes`]), a TCP relay ([`relay`]) and
+//! JuiceFS volumes with a mount per node ([`juicefs`]).
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -10,12 +11,13 @@
 pub mod calls;
 pub mod cluster;
 pub mod collection;
+pub mod juicefs;
 pub mod oracle;
 pub mod processes;
 pub mod relay;
 
 pub use calls::*;
-pub(crate) use cluster::on_both_databases;
 pub use cluster::*;
+pub(crate) use cluster::{on_both_databases, on_every_storage};
 pub use collection::*;
 pub use oracle::*;

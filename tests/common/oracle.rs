@@ -150,11 +150,8 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-3 * a.abs().max(b.abs()).max(1.0)
 }
 
-/// Checks a search reply against the oracle over `rows`: layout (`row_num` = nq,
-/// uniform stride = min(topk, rows searched) when `expected_stride` is given),
-/// the real hits (id != -1) are exactly min(topk, rows) long, every id is a live
-/// row reported with its true distance, and position by position the distance
-/// equals the oracle's (ids may differ only between ties).
+/// Checks a search reply against the oracle over `rows` and panics on the
+/// first difference; see [`oracle_mismatch`].
 pub fn check_against_oracle(
     what: &str,
     reply: &TopKQueryResult,
@@ -164,29 +161,60 @@ pub fn check_against_oracle(
     topk: usize,
     expected_stride: Option<usize>,
 ) {
+    if let Err(mismatch) =
+        oracle_mismatch(what, reply, metric, rows, queries, topk, expected_stride)
+    {
+        panic!("{mismatch}");
+    }
+}
+
+/// The first way a search reply differs from the oracle over `rows`: layout
+/// (`row_num` = nq, uniform stride = min(topk, rows searched) when
+/// `expected_stride` is given), the real hits (id != -1) are exactly
+/// min(topk, rows) long, every id is a live row reported with its true
+/// distance, and position by position the distance equals the oracle's (ids
+/// may differ only between ties).
+pub fn oracle_mismatch(
+    what: &str,
+    reply: &TopKQueryResult,
+    metric: i32,
+    rows: &Rows,
+    queries: &[Vector],
+    topk: usize,
+    expected_stride: Option<usize>,
+) -> Result<(), String> {
+    macro_rules! ensure {
+        ($cond:expr, $($msg:tt)+) => {
+            if !$cond {
+                return Err(format!($($msg)+));
+            }
+        };
+    }
     let nq = queries.len();
     let want_hits = topk.min(rows.len());
     if want_hits == 0 {
-        assert_eq!(
-            reply.row_num, 0,
+        ensure!(
+            reply.row_num == 0,
             "{what}: no rows, expected an empty result"
         );
-        assert!(reply.ids.is_empty(), "{what}: no rows, expected no ids");
-        return;
+        ensure!(reply.ids.is_empty(), "{what}: no rows, expected no ids");
+        return Ok(());
     }
-    assert_eq!(reply.row_num as usize, nq, "{what}: row_num");
-    assert_eq!(
-        reply.ids.len(),
-        reply.distances.len(),
+    ensure!(
+        reply.row_num as usize == nq,
+        "{what}: row_num {} for {nq} queries",
+        reply.row_num
+    );
+    ensure!(
+        reply.ids.len() == reply.distances.len(),
         "{what}: ids and distances differ in length"
     );
-    assert_eq!(reply.ids.len() % nq, 0, "{what}: ragged result");
+    ensure!(reply.ids.len() % nq == 0, "{what}: ragged result");
     let stride = reply.ids.len() / nq;
     if let Some(s) = expected_stride {
-        assert_eq!(
-            stride,
-            s,
-            "{what}: stride (topk {topk}, {} rows)",
+        ensure!(
+            stride == s,
+            "{what}: stride {stride}, expected {s} (topk {topk}, {} rows)",
             rows.len()
         );
     }
@@ -200,37 +228,39 @@ pub fn check_against_oracle(
             .filter(|(id, _)| **id != -1)
             .map(|(id, d)| (*id, *d))
             .collect();
-        assert!(
+        ensure!(
             ids[..real.len()].iter().all(|id| *id != -1),
             "{what}: query {q}: padding (-1) before a real hit: {ids:?}"
         );
         let expected = oracle(metric, rows, query, topk);
-        assert_eq!(
-            real.len(),
-            want_hits,
+        ensure!(
+            real.len() == want_hits,
             "{what}: query {q}: {} hits, expected {want_hits}\n got {real:?}\n want {expected:?}",
             real.len()
         );
         let mut seen = HashSet::new();
         for (pos, ((id, got), (want_distance, want_id))) in real.iter().zip(&expected).enumerate() {
-            assert!(
+            ensure!(
                 seen.insert(*id),
                 "{what}: query {q}: id {id} returned twice"
             );
             let Some(vector) = by_id.get(id) else {
-                panic!("{what}: query {q} pos {pos}: id {id} is not a live row (deleted or unknown); expected {want_id}");
+                return Err(format!(
+                    "{what}: query {q} pos {pos}: id {id} is not a live row (deleted or unknown); expected {want_id}"
+                ));
             };
             let true_distance = distance(metric, query, vector);
-            assert!(
+            ensure!(
                 close(f64::from(*got), true_distance),
                 "{what}: query {q} pos {pos}: id {id} reported at distance {got}, true distance {true_distance}"
             );
-            assert!(
+            ensure!(
                 close(f64::from(*got), *want_distance),
                 "{what}: query {q} pos {pos}: got id {id} at {got}, oracle has id {want_id} at {want_distance}\n got {real:?}\n want {expected:?}"
             );
         }
     }
+    Ok(())
 }
 
 /// The oracle check itself must reject wrong answers, or every scenario would
