@@ -141,7 +141,7 @@ fn first_search(c: &mut Criterion) {
     });
     group.bench_function("mmap", |b| {
         b.iter(|| {
-            let segment = read_segment(&dir, "1").unwrap();
+            let segment = read_segment(&dir, "1", ROWS).unwrap();
             let SegmentVectors::Float { data, .. } = &segment.vectors else {
                 unreachable!()
             };

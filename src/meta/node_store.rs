@@ -235,15 +235,28 @@ impl MetaStore {
         Ok(id)
     }
 
-    /// Records deletes in a file: its live row count and a new `updated_time`
-    /// (which is how read-only nodes notice they must reload deleted docs).
-    pub async fn update_file_rows(&self, id: i64, row_count: i64) -> MetaResult<()> {
-        sqlx::query("UPDATE TableFiles SET row_count = ?, updated_time = ? WHERE id = ?")
-            .bind(row_count)
-            .bind(now_micros())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+    /// Records deletes in a segment: the live row count and a new
+    /// `updated_time` on every row of it that is not retired (the searchable
+    /// one, and while it is indexed also its BACKUP raw file and a NEW_INDEX
+    /// build), so that whichever row names the segment, its count points to
+    /// the same version of the deletes (and read-only nodes notice it).
+    pub async fn record_deletes(
+        &self,
+        table_id: &str,
+        segment_id: &str,
+        row_count: i64,
+    ) -> MetaResult<()> {
+        sqlx::query(
+            "UPDATE TableFiles SET row_count = ?, updated_time = ? \
+             WHERE table_id = ? AND segment_id = ? AND file_type <> ?",
+        )
+        .bind(row_count)
+        .bind(now_micros())
+        .bind(table_id)
+        .bind(segment_id)
+        .bind(FileType::ToDelete as i32)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

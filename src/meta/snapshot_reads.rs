@@ -86,11 +86,14 @@ mod tests {
         let indexed = store.fingerprint().await.unwrap();
         assert_ne!(indexed, created, "index type change");
         let file = fixtures::file(0, "fp", 2);
-        let id = store.insert_file(&file).await.unwrap();
+        store.insert_file(&file).await.unwrap();
         let with_file = store.fingerprint().await.unwrap();
         assert_ne!(with_file, indexed, "new file");
         tokio::time::sleep(Duration::from_millis(2)).await;
-        store.update_file_rows(id, 1).await.unwrap();
+        store
+            .record_deletes("fp", &file.segment_id, 1)
+            .await
+            .unwrap();
         let deleted = store.fingerprint().await.unwrap();
         assert_ne!(deleted, with_file, "rows deleted in a file");
         store.drop_tables(&["fp".into()]).await.unwrap();

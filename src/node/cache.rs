@@ -1,24 +1,54 @@
-//! Cache of loaded segments keyed by `TableFiles.id`. A segment's vectors and
-//! ids never change once published (a new segment gets a new directory), so
-//! only its deletes can go stale: every lookup checks the `deleted_docs` file
-//! on disk (one open + fstat) and re-reads just the deletes when that file was
-//! replaced. The writable node replaces that file before it records the
-//! delete in the metadata, so what a lookup sees is never older than the
-//! database. A segment whose directory is gone is dropped and reported
-//! `NotFound`. Bounded in bytes; the least recently used entries go first.
-//! Lookups do file I/O: call them from blocking threads.
+//! Cache of loaded segments keyed by `TableFiles.id`, and the one place a
+//! segment is read from disk.
+//!
+//! A segment's vectors and ids never change once published (a new segment
+//! gets a new directory), and each version of its deletes is a file of its
+//! own (see `segment::deleted_docs`). So a lookup needs no file I/O at all
+//! when the cached deletes are the version the metadata row asks for: the
+//! row's `row_count` says how many rows are live, hence how many deleted.
+//! Otherwise only that version of the deletes is read (the whole segment
+//! on a miss).
+//!
+//! The writable node publishes a file before the metadata names it, so a
+//! reader never finds the disk older than the metadata, but a shared file
+//! system might (an object store catching up, a write-back cache on the
+//! writer): such a read (a missing file, a count that does not add up) is
+//! retried a few times, then fails, so the node answers an error rather than
+//! a search over stale rows. Bounded in bytes; the least recently used
+//! entries go first. Lookups do file I/O: call them from blocking threads.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use super::segment::{self, DocsStamp, Segment};
+use super::segment::{self, Segment};
+
+/// Pauses between the reads of a segment whose disk does not (yet) match
+/// its metadata row; after the last one the read fails.
+const REREAD_BACKOFF: [Duration; 4] = [
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+];
+
+/// Which file's segment to load, as its metadata row names it.
+#[derive(Clone, Debug)]
+pub struct SegmentKey {
+    /// `TableFiles.id`.
+    pub file_id: i64,
+    pub segment_id: String,
+    /// `TableFiles.row_count`: the rows not deleted.
+    pub live_rows: usize,
+}
 
 struct Entry {
-    /// The `deleted_docs` file `segment.deleted` was read from.
-    stamp: Option<DocsStamp>,
+    /// The segment id the entry was read for (ids of a SQLite table can be
+    /// reused after their row is gone).
+    segment_id: String,
     segment: Arc<Segment>,
     bytes: u64,
     last_used: u64,
@@ -56,48 +86,56 @@ impl SegmentCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The segment of file `file_id` in `dir` with its current deletes:
-    /// from the cache when its deletes file is unchanged, else (re)read.
-    /// Blocking: does file I/O.
-    pub fn get_fresh(
-        &self,
-        file_id: i64,
-        dir: &Path,
-        segment_id: &str,
-    ) -> io::Result<Arc<Segment>> {
-        // Stamp before reading: the deletes read are at least this new.
-        let on_disk = match segment::deleted_docs_stamp(dir) {
-            Ok(stamp) => stamp,
-            Err(e) => {
-                if e.kind() == io::ErrorKind::NotFound {
-                    self.evict(file_id);
-                }
-                return Err(e);
-            }
-        };
+    /// The segment of `key` in `dir` with exactly the deletes its metadata
+    /// row counts: from the cache when it has that version, else read (and
+    /// re-read a few times while the disk does not match the row). Blocking:
+    /// may do file I/O and sleep.
+    pub fn get_fresh(&self, key: &SegmentKey, dir: &Path) -> io::Result<Arc<Segment>> {
         let cached = {
             let mut inner = self.lock();
             inner.clock += 1;
             let now = inner.clock;
-            inner.entries.get_mut(&file_id).map(|e| {
-                e.last_used = now;
-                (e.stamp, e.segment.clone())
-            })
+            inner
+                .entries
+                .get_mut(&key.file_id)
+                .filter(|e| e.segment_id == key.segment_id)
+                .map(|e| {
+                    e.last_used = now;
+                    e.segment.clone()
+                })
         };
-        let segment = match cached {
-            Some((stamp, segment)) if stamp == on_disk => return Ok(segment),
-            // The deletes file was replaced: re-read only the deletes.
-            Some((_, old)) => Segment {
-                vectors: old.vectors.clone(),
-                ids: old.ids.clone(),
-                deleted: segment::read_deleted_docs(dir, old.row_count())?,
-            },
-            None => segment::read_segment(dir, segment_id)?,
-        };
-        Ok(self.insert(file_id, on_disk, segment))
+        if let Some(segment) = &cached {
+            if segment.live_rows() == key.live_rows {
+                return Ok(segment.clone());
+            }
+        }
+        let started = Instant::now();
+        let mut backoff = REREAD_BACKOFF.iter();
+        loop {
+            match read_matching(key, dir, cached.as_deref()) {
+                Ok(segment) => return Ok(self.insert(key, segment)),
+                Err(e) if disk_may_catch_up(&e) => match backoff.next() {
+                    Some(pause) => std::thread::sleep(*pause),
+                    None => {
+                        self.evict(key.file_id);
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "{e} (the metadata counts {} live rows; read {} times in {} ms)",
+                                key.live_rows,
+                                REREAD_BACKOFF.len() + 1,
+                                started.elapsed().as_millis()
+                            ),
+                        ));
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
     }
 
-    fn insert(&self, file_id: i64, stamp: Option<DocsStamp>, segment: Segment) -> Arc<Segment> {
+    fn insert(&self, key: &SegmentKey, segment: Segment) -> Arc<Segment> {
+        let file_id = key.file_id;
         let segment = Arc::new(segment);
         let bytes = segment.byte_size();
         let mut inner = self.lock();
@@ -109,7 +147,7 @@ impl SegmentCache {
         inner.entries.insert(
             file_id,
             Entry {
-                stamp,
+                segment_id: key.segment_id.clone(),
                 segment: segment.clone(),
                 bytes,
                 last_used: now,
@@ -149,6 +187,30 @@ impl SegmentCache {
     }
 }
 
+/// The segment as `key`'s row describes it, reusing the vectors and ids of
+/// `cached` (the same segment with another version of its deletes).
+fn read_matching(key: &SegmentKey, dir: &Path, cached: Option<&Segment>) -> io::Result<Segment> {
+    let Some(old) = cached else {
+        return segment::read_segment(dir, &key.segment_id, key.live_rows);
+    };
+    let rows = old.row_count();
+    let deleted = segment::deleted_count(dir, rows, key.live_rows)?;
+    Ok(Segment {
+        vectors: old.vectors.clone(),
+        ids: old.ids.clone(),
+        deleted: segment::read_deleted_docs(dir, rows, deleted)?,
+    })
+}
+
+/// A file missing or not adding up to the metadata row: what a shared file
+/// system that has not caught up with the writer looks like.
+fn disk_may_catch_up(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,30 +226,84 @@ mod tests {
         dir
     }
 
+    fn key(file_id: i64, segment_id: &str, live_rows: usize) -> SegmentKey {
+        SegmentKey {
+            file_id,
+            segment_id: segment_id.to_string(),
+            live_rows,
+        }
+    }
+
     #[test]
-    fn deletes_are_reread_and_vectors_kept() {
+    fn the_version_the_metadata_counts_is_read_and_vectors_kept() {
         let root = tempfile::tempdir().unwrap();
         let dir = dir_with_segment(&root, "1", 4);
         let cache = SegmentCache::new(1 << 30);
-        let first = cache.get_fresh(7, &dir, "1").unwrap();
+        let first = cache.get_fresh(&key(7, "1", 4), &dir).unwrap();
         assert!(first.deleted.is_empty());
-        assert!(Arc::ptr_eq(&first, &cache.get_fresh(7, &dir, "1").unwrap()));
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.get_fresh(&key(7, "1", 4), &dir).unwrap()
+        ));
 
         write_deleted_docs(&dir, &[2]).unwrap();
-        let second = cache.get_fresh(7, &dir, "1").unwrap();
+        // Until the metadata row counts the delete, the cached version answers.
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.get_fresh(&key(7, "1", 4), &dir).unwrap()
+        ));
+        let second = cache.get_fresh(&key(7, "1", 3), &dir).unwrap();
         assert_eq!(second.deleted.offsets(), &[2]);
         assert_eq!(second.ids, first.ids);
         assert_eq!(cache.len(), 1);
     }
 
     #[test]
-    fn a_removed_segment_is_dropped_and_not_found() {
+    fn a_disk_behind_the_metadata_is_read_again_then_an_error() {
         let root = tempfile::tempdir().unwrap();
         let dir = dir_with_segment(&root, "1", 4);
         let cache = SegmentCache::new(1 << 30);
-        cache.get_fresh(7, &dir, "1").unwrap();
+        cache.get_fresh(&key(7, "1", 4), &dir).unwrap();
+        // The metadata counts a delete whose file another thread publishes
+        // while the reads are retried.
+        let publisher = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(15));
+                write_deleted_docs(&dir, &[1]).unwrap();
+            })
+        };
+        let caught_up = cache.get_fresh(&key(7, "1", 3), &dir).unwrap();
+        publisher.join().unwrap();
+        assert_eq!(caught_up.deleted.offsets(), &[1]);
+        // A version that never arrives: an error naming the counts, no rows.
+        let err = cache.get_fresh(&key(7, "1", 2), &dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains("2 live rows"), "{err}");
+        assert!(cache.is_empty(), "the entry is dropped");
+        // More live rows than the disk holds is no better.
+        let err = cache.get_fresh(&key(7, "1", 5), &dir).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+    }
+
+    #[test]
+    fn another_segment_under_a_reused_file_id_is_read_afresh() {
+        let root = tempfile::tempdir().unwrap();
+        let one = dir_with_segment(&root, "1", 4);
+        let two = dir_with_segment(&root, "2", 6);
+        let cache = SegmentCache::new(1 << 30);
+        cache.get_fresh(&key(7, "1", 4), &one).unwrap();
+        let other = cache.get_fresh(&key(7, "2", 6), &two).unwrap();
+        assert_eq!(other.row_count(), 6);
+    }
+
+    #[test]
+    fn a_missing_segment_is_not_found() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = dir_with_segment(&root, "1", 4);
         segment::remove_segment_dir(&dir).unwrap();
-        let err = cache.get_fresh(7, &dir, "1").unwrap_err();
+        let cache = SegmentCache::new(1 << 30);
+        let err = cache.get_fresh(&key(7, "1", 4), &dir).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(cache.is_empty());
     }
@@ -199,14 +315,14 @@ mod tests {
             .map(|i| dir_with_segment(&root, &i.to_string(), 100))
             .collect();
         let one = SegmentCache::new(0)
-            .get_fresh(1, &dirs[0], "1")
+            .get_fresh(&key(1, "1", 100), &dirs[0])
             .unwrap()
             .byte_size();
         let cache = SegmentCache::new(2 * one);
-        cache.get_fresh(1, &dirs[0], "1").unwrap();
-        cache.get_fresh(2, &dirs[1], "2").unwrap();
-        cache.get_fresh(1, &dirs[0], "1").unwrap();
-        cache.get_fresh(3, &dirs[2], "3").unwrap();
+        cache.get_fresh(&key(1, "1", 100), &dirs[0]).unwrap();
+        cache.get_fresh(&key(2, "2", 100), &dirs[1]).unwrap();
+        cache.get_fresh(&key(1, "1", 100), &dirs[0]).unwrap();
+        cache.get_fresh(&key(3, "3", 100), &dirs[2]).unwrap();
         let inner = cache.lock();
         let mut kept: Vec<i64> = inner.entries.keys().copied().collect();
         kept.sort_unstable();

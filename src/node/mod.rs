@@ -4,7 +4,6 @@
 
 pub mod cache;
 pub mod engine;
-pub mod file_rows;
 pub mod index;
 pub mod pool;
 pub mod runtime_config;

@@ -3,13 +3,41 @@
 //! delay, and clearing crash leftovers at startup.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{io_err, meta_err, Collection, Engine, Role};
 use crate::meta::{self, FileRow};
 use crate::node::segment::{self, Segment, SegmentVectors};
 use crate::status::{MilvusError, MilvusResult};
 use crate::types::FileType;
+
+/// Superseded `deleted_docs.<n>` versions waiting out the cleanup delay, so
+/// a reader that loaded the previous row_count can still open the version it
+/// names. Kept in memory: after a crash of the writable node, superseded
+/// versions stay on disk until their segment directory goes (they are small:
+/// 4 bytes per deleted row).
+#[derive(Default)]
+pub(super) struct Retired {
+    due: Mutex<Vec<(Instant, PathBuf)>>,
+}
+
+impl Retired {
+    /// Schedules `path` for removal after `delay`.
+    pub(super) fn retire(&self, path: PathBuf, delay: Duration) {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        due.push((Instant::now() + delay, path));
+    }
+
+    /// Takes the paths whose delay has passed.
+    fn take_due(&self, now: Instant) -> Vec<PathBuf> {
+        let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
+        let (ready, waiting): (Vec<_>, Vec<_>) = due.drain(..).partition(|(at, _)| *at <= now);
+        *due = waiting;
+        ready.into_iter().map(|(_, path)| path).collect()
+    }
+}
 
 impl Engine {
     /// Rewrites files whose deleted fraction exceeds 10 % without the deleted rows.
@@ -175,6 +203,21 @@ impl Engine {
     pub async fn cleanup(&self) -> MilvusResult<usize> {
         if self.opts.role != Role::Writable {
             return Ok(0);
+        }
+        let versions = self.retired.take_due(Instant::now());
+        if !versions.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for path in versions {
+                    // Gone already when its segment was removed first.
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        if e.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %path.display(), error = %e, "cannot remove a superseded deletes version");
+                        }
+                    }
+                }
+            })
+            .await
+            .map_err(|e| MilvusError::unexpected(format!("cleanup panicked: {e}")))?;
         }
         let cutoff = meta::now_micros() - self.opts.cleanup_delay.as_micros() as i64;
         let files = self.meta.expired_files(cutoff).await.map_err(meta_err)?;

@@ -25,8 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::cache::SegmentCache;
-use super::file_rows::{self, FileRows};
+use super::cache::{SegmentCache, SegmentKey};
 use super::segment::{self, Segment};
 use crate::meta::{self, CollectionRow, FileRow, MetaStore};
 use crate::status::{MilvusError, MilvusResult};
@@ -61,8 +60,9 @@ pub struct Engine {
     opts: EngineOptions,
     meta: MetaStore,
     cache: Arc<SegmentCache>,
-    /// Rows of the files `SearchInFiles` names (see `file_rows`).
-    file_rows: FileRows,
+    /// Superseded versions of segments' deletes, removed after the cleanup
+    /// delay (see `maintenance`).
+    retired: maintenance::Retired,
     /// Per collection: its row id and the table ids of it and its
     /// partitions, as last read (see `search::member_tables`).
     member_tables: std::sync::Mutex<HashMap<String, MemberTables>>,
@@ -124,7 +124,7 @@ impl Engine {
             opts,
             meta,
             cache,
-            file_rows: FileRows::new(file_rows::DEFAULT_CAPACITY),
+            retired: maintenance::Retired::default(),
             member_tables: std::sync::Mutex::new(HashMap::new()),
             write_lock: Mutex::new(HashMap::new()),
             ids: IdGenerator::default(),
@@ -199,8 +199,8 @@ impl Engine {
         segment::segment_dir(&self.opts.data_dir, &f.table_id, &f.segment_id)
     }
 
-    /// A file's segment from the cache, its deletes re-read when the
-    /// `deleted_docs` file changed on disk (see `cache`).
+    /// A file's segment with the deletes its metadata row counts, from the
+    /// cache or the disk (see `cache`).
     async fn load(&self, f: &FileRow) -> MilvusResult<Arc<Segment>> {
         let mut loaded = self.load_many(std::slice::from_ref(f)).await?;
         loaded
@@ -211,18 +211,34 @@ impl Engine {
     /// The segments of `files`, in order, checked and loaded in one trip to
     /// a blocking thread.
     async fn load_many(&self, files: &[FileRow]) -> MilvusResult<Vec<Arc<Segment>>> {
-        let jobs: Vec<(i64, PathBuf, String)> = files
+        let jobs = files
             .iter()
-            .map(|f| (f.id, self.segment_dir(f), f.segment_id.clone()))
-            .collect();
+            .map(|f| {
+                let live_rows = usize::try_from(f.row_count).map_err(|_| {
+                    MilvusError::unexpected(format!(
+                        "file id {} has row_count {} in the metadata",
+                        f.id, f.row_count
+                    ))
+                })?;
+                let key = SegmentKey {
+                    file_id: f.id,
+                    segment_id: f.segment_id.clone(),
+                    live_rows,
+                };
+                Ok((key, self.segment_dir(f)))
+            })
+            .collect::<MilvusResult<Vec<(SegmentKey, PathBuf)>>>()?;
         let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             jobs.iter()
-                .map(|(id, dir, segment_id)| {
-                    cache.get_fresh(*id, dir, segment_id).map_err(|e| {
+                .map(|(key, dir)| {
+                    cache.get_fresh(key, dir).map_err(|e| {
                         MilvusError::new(
                             ErrorCode::FileNotFound,
-                            format!("cannot load segment {segment_id} (file id {id}): {e}"),
+                            format!(
+                                "cannot load segment {} (file id {}): {e}",
+                                key.segment_id, key.file_id
+                            ),
                         )
                     })
                 })

@@ -10,13 +10,11 @@ use super::scan_job::{self, ScanJob};
 use super::{meta_err, Collection, Engine, Role, SEARCHABLE};
 use crate::merge::TopKHits;
 use crate::meta::FileRow;
-use crate::node::file_rows;
 use crate::node::index::SearchKnobs;
 use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
-use crate::types::MetricType;
+use crate::types::{FileType, MetricType};
 use crate::validate::{self, VectorData};
-use crate::wire::ErrorCode;
 
 impl Engine {
     /// Searchable files of the partitions `tags` select.
@@ -87,12 +85,9 @@ impl Engine {
         let (c, queries, metric) = self
             .search_target(name, tags, records, topk, params)
             .await?;
-        let (mut found, missing) = self.file_rows.lookup(&ids);
-        if !missing.is_empty() {
-            let read = self.meta.files_by_ids(&missing).await.map_err(meta_err)?;
-            self.file_rows.remember(&read);
-            found.extend(read);
-        }
+        // Read on every call, as Milvus does: the rows' counts say which
+        // version of each segment's deletes to search (see `cache`).
+        let found = self.meta.files_by_ids(&ids).await.map_err(meta_err)?;
         if found.is_empty() {
             return Err(MilvusError::unexpected(format!(
                 "Invalid file id: none of {file_ids:?} exists in the metadata"
@@ -103,17 +98,11 @@ impl Engine {
         let tables = self.member_tables(&c, &found).await?;
         let files: Vec<FileRow> = found
             .into_iter()
-            .filter(|f| file_rows::settled(f) && tables.contains(&f.table_id))
+            .filter(|f| searchable_by_id(f) && tables.contains(&f.table_id))
             .collect();
         let knobs = indexing::search_knobs(params, topk as usize);
-        let result = self
-            .search_files(&c, &files, &queries, topk as usize, metric, knobs)
-            .await;
-        if matches!(&result, Err(e) if e.code == ErrorCode::FileNotFound) {
-            // A file is gone or unreadable: its row is read again next time.
-            self.file_rows.forget(&ids);
-        }
-        result
+        self.search_files(&c, &files, &queries, topk as usize, metric, knobs)
+            .await
     }
 
     /// The table ids of collection `c` and its partitions, from the cache
@@ -238,9 +227,9 @@ impl Engine {
         Ok(())
     }
 
-    /// ReloadSegments: deletes are noticed on every search (the segment
-    /// cache checks each `deleted_docs` file), so this only validates and
-    /// drops the named files from the cache.
+    /// ReloadSegments: deletes are noticed on every search (each file's
+    /// metadata row_count names its deletes version, see `cache`), so this
+    /// only validates and drops the named files from the cache.
     pub async fn reload_segments(&self, name: &str, file_ids: &[String]) -> MilvusResult<()> {
         if self.opts.role == Role::Writable {
             return Ok(());
@@ -251,6 +240,22 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Whether `SearchInFiles` searches a file it names: Milvus 1.1 searches a
+/// named file in every state but the NEW ones (still being written), also
+/// BACKUP and TO_DELETE while it is on disk.
+fn searchable_by_id(f: &FileRow) -> bool {
+    matches!(
+        f.kind(),
+        Some(
+            FileType::Raw
+                | FileType::ToIndex
+                | FileType::Index
+                | FileType::Backup
+                | FileType::ToDelete
+        )
+    )
 }
 
 fn collect_queries(

@@ -210,14 +210,23 @@ impl Engine {
                 remove_pending(buf, &doomed, c.metric, c.dim() as usize);
             }
         }
-        // Flushed rows: extend each segment's deleted docs, then bump the
-        // file's row_count and updated_time so read-only nodes reload.
+        // Flushed rows: publish each touched segment's deletes as a new
+        // version (a name never used before, see `segment::deleted_docs`),
+        // then set the segment's rows' row_count to the rows left, which is
+        // how every reader finds that version. The old version is retired
+        // after the cleanup delay: a reader still holding the old row_count
+        // can finish with it.
         let files = self
             .meta
             .files_of(&tables, &SEARCHABLE)
             .await
             .map_err(meta_err)?;
+        let mut done: HashSet<(String, String)> = HashSet::new();
         for file in files {
+            // A segment's raw and index rows share its deletes: once is enough.
+            if !done.insert((file.table_id.clone(), file.segment_id.clone())) {
+                continue;
+            }
             let seg = self.load(&file).await?;
             let mut offsets: Vec<u32> = seg.deleted.offsets().to_vec();
             let before = offsets.len();
@@ -231,14 +240,21 @@ impl Engine {
             }
             let live = seg.row_count() - offsets.len();
             let dir = self.segment_dir(&file);
-            tokio::task::spawn_blocking(move || segment::write_deleted_docs(&dir, &offsets))
+            let write_dir = dir.clone();
+            tokio::task::spawn_blocking(move || segment::write_deleted_docs(&write_dir, &offsets))
                 .await
                 .map_err(|e| MilvusError::unexpected(format!("delete writer panicked: {e}")))?
                 .map_err(|e| io_err("cannot write deleted docs", e))?;
             self.meta
-                .update_file_rows(file.id, live as i64)
+                .record_deletes(&file.table_id, &file.segment_id, live as i64)
                 .await
                 .map_err(meta_err)?;
+            if before > 0 {
+                self.retired.retire(
+                    segment::deleted_docs_path(&dir, before),
+                    self.opts.cleanup_delay,
+                );
+            }
         }
         Ok(())
     }

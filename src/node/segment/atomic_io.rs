@@ -220,13 +220,13 @@ mod tests {
         fs::create_dir_all(&staging).unwrap();
         fs::write(staging.join("1.rv"), b"MSHS partial").unwrap();
         assert_eq!(
-            read_segment(&dir, "1").unwrap_err().kind(),
+            read_segment(&dir, "1", 2).unwrap_err().kind(),
             ErrorKind::NotFound
         );
 
         write_segment(&dir, "1", &float_vectors(2, 2), &[1, 2]).unwrap();
         assert!(!staging.exists());
-        assert_eq!(read_segment(&dir, "1").unwrap().ids, vec![1, 2]);
+        assert_eq!(read_segment(&dir, "1", 2).unwrap().ids, vec![1, 2]);
     }
 
     #[test]
@@ -237,19 +237,19 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("1.rv.tmp"), b"garbage").unwrap();
         assert_eq!(
-            read_segment(&dir, "1").unwrap_err().kind(),
+            read_segment(&dir, "1", 2).unwrap_err().kind(),
             ErrorKind::NotFound
         );
         write_segment(&dir, "1", &float_vectors(2, 2), &[1, 2]).unwrap();
         assert!(!dir.join("1.rv.tmp").exists());
 
-        // A crashed deleted_docs rewrite: the tmp is ignored, then replaced.
-        let temp = dir.join("deleted_docs.tmp");
+        // A crashed deletes write: the tmp is ignored, then replaced.
+        let temp = dir.join("deleted_docs.1.tmp");
         fs::write(&temp, b"garbage").unwrap();
-        assert!(read_segment(&dir, "1").unwrap().deleted.is_empty());
+        assert!(read_segment(&dir, "1", 2).unwrap().deleted.is_empty());
         write_deleted_docs(&dir, &[1]).unwrap();
         assert!(!temp.exists());
-        assert_eq!(read_segment(&dir, "1").unwrap().deleted.offsets(), &[1]);
+        assert_eq!(read_segment(&dir, "1", 1).unwrap().deleted.offsets(), &[1]);
     }
 
     #[test]
@@ -259,7 +259,7 @@ mod tests {
         write_segment(&dir, "1", &float_vectors(2, 2), &[1, 2]).unwrap();
         let err = write_segment(&dir, "1", &float_vectors(1, 2), &[3]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
-        assert_eq!(read_segment(&dir, "1").unwrap().ids, vec![1, 2]);
+        assert_eq!(read_segment(&dir, "1", 2).unwrap().ids, vec![1, 2]);
     }
 
     #[test]

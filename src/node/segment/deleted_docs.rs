@@ -1,56 +1,30 @@
 //! Which rows of a segment are deleted: the in-memory set (sorted offsets
-//! plus a bitset) and its `deleted_docs` file, replaced whole on every delete.
+//! plus a bitset) and its files, one per version.
+//!
+//! Every version of a segment's deletes is a new file, `deleted_docs.<n>`,
+//! named by how many rows it deletes, and never rewritten. Deletes only
+//! accumulate, so no name is ever used for two contents, and a reader finds
+//! the version it needs from the metadata alone: the segment's row count on
+//! disk minus its `TableFiles.row_count`. On a shared file system whose
+//! clients cache names (JuiceFS, NFS), a name replaced by a rename on
+//! another machine can resolve to the old file for a while; a name never
+//! used before cannot. A segment with no deletes has no file. The
+//! unversioned `deleted_docs` of earlier versions of this node is still
+//! read when it holds exactly the count the metadata asks for.
 
 use std::io::{self, ErrorKind};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{atomic_io, format, invalid_data};
 
-/// Which `deleted_docs` file a segment's deletes were read from. The file
-/// is only ever replaced by renaming a new file over it, so a replacement
-/// shows as another inode, and deletes only accumulate, so it also grows;
-/// inode, length and modification time together tell versions apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DocsStamp {
-    inode: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-}
-
-impl DocsStamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(meta);
-        #[cfg(not(unix))]
-        let inode = 0;
-        Self {
-            inode,
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        }
-    }
-}
-
-/// The stamp of the `deleted_docs` file in `dir` now (`None`: the segment
-/// has no deletes file). The file is opened, not stat'ed by path, so that a
-/// network file system revalidates it (close-to-open consistency).
-/// `NotFound` when the segment directory itself is gone.
-pub fn deleted_docs_stamp(dir: &Path) -> io::Result<Option<DocsStamp>> {
-    let path = dir.join(DELETED_DOCS_FILE);
-    match std::fs::File::open(&path).and_then(|f| f.metadata()) {
-        Ok(meta) => Ok(Some(DocsStamp::of(&meta))),
-        Err(err) if err.kind() == ErrorKind::NotFound => {
-            // No deletes file: fine if the segment is there, else it is gone.
-            std::fs::metadata(dir)
-                .map(|_| None)
-                .map_err(super::context("opening segment directory", dir))
-        }
-        Err(err) => Err(super::context("opening", &path)(err)),
-    }
-}
-
-/// Name of the deleted-offsets file inside a segment directory.
+/// Prefix of the deleted-offsets files inside a segment directory (and the
+/// whole name of the legacy unversioned one).
 pub const DELETED_DOCS_FILE: &str = "deleted_docs";
+
+/// `<dir>/deleted_docs.<deleted>`: the version that deletes `deleted` rows.
+pub fn deleted_docs_path(dir: &Path, deleted: usize) -> PathBuf {
+    dir.join(format!("{DELETED_DOCS_FILE}.{deleted}"))
+}
 
 /// Row offsets of deleted entities: sorted, deduplicated, all below the
 /// segment's row count, plus a bitset for O(1) lookup (bit `row % 64` of word
@@ -134,26 +108,47 @@ fn sorted_unique(offsets: &[u32]) -> Vec<u32> {
     offsets
 }
 
-/// Atomically replaces `dir/deleted_docs` with `offsets` (sorted and
-/// deduplicated here) through `deleted_docs.tmp`. `dir` must exist. Offsets
-/// are checked against the row count when read back.
-pub fn write_deleted_docs(dir: &Path, offsets: &[u32]) -> io::Result<()> {
+/// Publishes the version of a segment's deletes holding `offsets` (sorted
+/// and deduplicated here) as `deleted_docs.<count>`, written whole through a
+/// temporary file, synced and renamed; returns the count. `dir` must exist.
+/// A leftover of the same name (written, then a crash came before the
+/// metadata named it, so no reader ever opened it) is replaced.
+pub fn write_deleted_docs(dir: &Path, offsets: &[u32]) -> io::Result<usize> {
     let offsets = sorted_unique(offsets);
-    atomic_io::replace_file(dir, DELETED_DOCS_FILE, |temp_path| {
+    let name = format!("{DELETED_DOCS_FILE}.{}", offsets.len());
+    atomic_io::replace_file(dir, &name, |temp_path| {
         format::write_offsets_file(temp_path, &offsets)
     })?;
-    Ok(())
+    Ok(offsets.len())
 }
 
-/// Reads `dir/deleted_docs` for a segment of `rows` rows. A missing file means
-/// nothing is deleted; unsorted, duplicate or out-of-range offsets are
-/// `InvalidData`.
-pub fn read_deleted_docs(dir: &Path, rows: usize) -> io::Result<DeletedDocs> {
-    let path = dir.join(DELETED_DOCS_FILE);
-    let offsets = match format::read_offsets_file(&path) {
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(DeletedDocs::none(rows)),
-        other => other?,
+/// Reads the version of the deletes of a segment of `rows` rows that
+/// deletes exactly `deleted` rows (none: no file is read). `NotFound` when
+/// that version is not on disk; `InvalidData` when a file holds another
+/// count, or unsorted, duplicate or out-of-range offsets.
+pub fn read_deleted_docs(dir: &Path, rows: usize, deleted: usize) -> io::Result<DeletedDocs> {
+    if deleted == 0 {
+        return Ok(DeletedDocs::none(rows));
+    }
+    let path = deleted_docs_path(dir, deleted);
+    let (path, offsets) = match format::read_offsets_file(&path) {
+        Ok(offsets) => (path, offsets),
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            let legacy = dir.join(DELETED_DOCS_FILE);
+            match format::read_offsets_file(&legacy) {
+                Ok(offsets) if offsets.len() == deleted => (legacy, offsets),
+                // Not this version either: report the name that was wanted.
+                _ => return Err(err),
+            }
+        }
+        Err(err) => return Err(err),
     };
+    if offsets.len() != deleted {
+        return Err(invalid_data(
+            &path,
+            format!("holds {} offsets, expected {deleted}", offsets.len()),
+        ));
+    }
     if offsets.windows(2).any(|pair| pair[0] >= pair[1]) {
         return Err(invalid_data(&path, "offsets are not strictly ascending"));
     }
@@ -168,46 +163,69 @@ mod tests {
     use std::fs;
     use tempfile::TempDir;
 
+    fn segment_of(root: &TempDir, rows: usize) -> PathBuf {
+        let dir = test_dir(root);
+        let ids: Vec<i64> = (0..rows as i64).collect();
+        write_segment(&dir, "1", &float_vectors(rows, 2), &ids).unwrap();
+        dir
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
-    fn stamp_changes_with_every_replacement_and_says_when_the_segment_is_gone() {
+    fn every_version_gets_a_name_of_its_own_and_none_is_rewritten() {
         let root = TempDir::new().unwrap();
-        let dir = test_dir(&root);
-        write_segment(
-            &dir,
-            "1",
-            &float_vectors(10, 2),
-            &(0..10).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        let first = deleted_docs_stamp(&dir).unwrap();
-        assert!(first.is_some());
-        assert_eq!(deleted_docs_stamp(&dir).unwrap(), first, "stable");
+        let dir = segment_of(&root, 10);
+        assert_eq!(names_in(&dir), ["1.rv", "1.uid"], "no deletes, no file");
+        assert_eq!(write_deleted_docs(&dir, &[3]).unwrap(), 1);
+        let first = fs::read(deleted_docs_path(&dir, 1)).unwrap();
+        assert_eq!(write_deleted_docs(&dir, &[3, 4, 4]).unwrap(), 2);
+        assert_eq!(
+            names_in(&dir),
+            ["1.rv", "1.uid", "deleted_docs.1", "deleted_docs.2"]
+        );
+        assert_eq!(fs::read(deleted_docs_path(&dir, 1)).unwrap(), first);
+        assert_eq!(read_deleted_docs(&dir, 10, 1).unwrap().offsets(), &[3]);
+        assert_eq!(read_deleted_docs(&dir, 10, 2).unwrap().offsets(), &[3, 4]);
+        assert!(read_deleted_docs(&dir, 10, 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_version_not_on_disk_is_not_found() {
+        let root = TempDir::new().unwrap();
+        let dir = segment_of(&root, 10);
         write_deleted_docs(&dir, &[3]).unwrap();
-        let second = deleted_docs_stamp(&dir).unwrap();
-        assert_ne!(second, first, "one delete");
-        write_deleted_docs(&dir, &[3, 4]).unwrap();
-        assert_ne!(deleted_docs_stamp(&dir).unwrap(), second, "another delete");
-        fs::remove_file(dir.join(DELETED_DOCS_FILE)).unwrap();
-        assert_eq!(deleted_docs_stamp(&dir).unwrap(), None);
-        super::super::remove_segment_dir(&dir).unwrap();
-        let err = deleted_docs_stamp(&dir).unwrap_err();
+        let err = read_deleted_docs(&dir, 10, 2).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    }
+
+    #[test]
+    fn the_legacy_file_is_read_only_when_it_holds_the_wanted_count() {
+        let root = TempDir::new().unwrap();
+        let dir = segment_of(&root, 10);
+        write_deleted_docs(&dir, &[2, 5]).unwrap();
+        fs::rename(deleted_docs_path(&dir, 2), dir.join(DELETED_DOCS_FILE)).unwrap();
+        assert_eq!(read_deleted_docs(&dir, 10, 2).unwrap().offsets(), &[2, 5]);
+        let err = read_deleted_docs(&dir, 10, 3).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     }
 
     #[test]
     fn deleted_docs_round_trip_sorted_and_deduped() {
         let root = TempDir::new().unwrap();
-        let dir = test_dir(&root);
-        write_segment(
-            &dir,
-            "1",
-            &float_vectors(130, 2),
-            &(0..130).collect::<Vec<_>>(),
-        )
-        .unwrap();
-        write_deleted_docs(&dir, &[129, 3, 64, 3, 0, 63]).unwrap();
-
-        let deleted = read_deleted_docs(&dir, 130).unwrap();
+        let dir = segment_of(&root, 130);
+        assert_eq!(
+            write_deleted_docs(&dir, &[129, 3, 64, 3, 0, 63]).unwrap(),
+            5
+        );
+        let deleted = read_deleted_docs(&dir, 130, 5).unwrap();
         assert_eq!(deleted.offsets(), &[0, 3, 63, 64, 129]);
         assert_eq!(deleted.len(), 5);
         assert_eq!(deleted.rows(), 130);
@@ -222,43 +240,33 @@ mod tests {
                 "row {row}"
             );
         }
-
-        let segment = read_segment(&dir, "1").unwrap();
+        let segment = read_segment(&dir, "1", 125).unwrap();
         assert_eq!(segment.deleted, deleted);
         assert_eq!(segment.live_rows(), 125);
         assert_eq!(segment.position_of(3), None);
         assert_eq!(segment.position_of(4), Some(4));
-
-        write_deleted_docs(&dir, &[]).unwrap();
-        assert!(read_deleted_docs(&dir, 130).unwrap().is_empty());
     }
 
     #[test]
-    fn missing_deleted_docs_means_none_deleted() {
-        let root = TempDir::new().unwrap();
-        let dir = test_dir(&root);
-        write_segment(&dir, "1", &float_vectors(3, 2), &[1, 2, 3]).unwrap();
-        fs::remove_file(dir.join(DELETED_DOCS_FILE)).unwrap();
-        let segment = read_segment(&dir, "1").unwrap();
-        assert!(segment.deleted.is_empty());
-        assert_eq!(segment.deleted.bitset(), &[0]);
-    }
-
-    #[test]
-    fn out_of_range_or_unsorted_deleted_offsets_are_invalid_data() {
+    fn wrong_counts_and_bad_offsets_are_invalid_data() {
         let root = TempDir::new().unwrap();
         let dir = root.path();
         write_deleted_docs(dir, &[5]).unwrap();
-        let err = read_deleted_docs(dir, 5).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
-        assert!(read_deleted_docs(dir, 6).unwrap().is_deleted(5));
+        let err = read_deleted_docs(dir, 5, 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "out of range: {err}");
+        assert!(read_deleted_docs(dir, 6, 1).unwrap().is_deleted(5));
 
-        let mut bytes = fs::read(dir.join(DELETED_DOCS_FILE)).unwrap();
+        // A file that holds another count than its name says.
+        fs::copy(deleted_docs_path(dir, 1), deleted_docs_path(dir, 2)).unwrap();
+        let err = read_deleted_docs(dir, 10, 2).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "count: {err}");
+
+        let mut bytes = fs::read(deleted_docs_path(dir, 1)).unwrap();
         bytes[16] = 2; // two offsets ...
         bytes.extend_from_slice(&1u32.to_le_bytes()); // ... 5 then 1: unsorted
-        fs::write(dir.join(DELETED_DOCS_FILE), bytes).unwrap();
-        let err = read_deleted_docs(dir, 10).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        fs::write(deleted_docs_path(dir, 2), bytes).unwrap();
+        let err = read_deleted_docs(dir, 10, 2).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "unsorted: {err}");
     }
 
     #[test]

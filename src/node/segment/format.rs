@@ -352,7 +352,7 @@ pub(super) fn read_offsets_file(path: &Path) -> io::Result<Vec<u32>> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{float_vectors, test_dir};
-    use super::super::{read_segment, write_segment, DELETED_DOCS_FILE};
+    use super::super::{deleted_docs_path, read_segment, write_segment};
     use super::*;
     use std::fs;
     use std::io::ErrorKind;
@@ -368,7 +368,7 @@ mod tests {
             data: data.clone().into(),
         };
         write_segment(&dir, "7", &vectors, &[1, 2]).unwrap();
-        let SegmentVectors::Float { data: read, .. } = read_segment(&dir, "7").unwrap().vectors
+        let SegmentVectors::Float { data: read, .. } = read_segment(&dir, "7", 2).unwrap().vectors
         else {
             panic!("expected float vectors");
         };
@@ -404,7 +404,7 @@ mod tests {
         let vectors = float_vectors(rows, 257);
         let ids: Vec<i64> = (0..rows as i64).map(|i| i * 1_000_003).collect();
         write_segment(&dir, "big", &vectors, &ids).unwrap();
-        let segment = read_segment(&dir, "big").unwrap();
+        let segment = read_segment(&dir, "big", rows).unwrap();
         assert_eq!(segment.vectors, vectors);
         assert_eq!(segment.ids, ids);
     }
@@ -419,25 +419,25 @@ mod tests {
 
         for cut in [0, 3, 23, 24, 25, original_rv.len() - 1] {
             fs::write(dir.join("1.rv"), &original_rv[..cut]).unwrap();
-            let err = read_segment(&dir, "1").unwrap_err();
+            let err = read_segment(&dir, "1", 4).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidData, "rv cut at {cut}: {err}");
             assert!(err.to_string().contains("1.rv"), "{err}");
         }
         fs::write(dir.join("1.rv"), &original_rv).unwrap();
 
         fs::write(dir.join("1.uid"), &original_uid[..original_uid.len() - 8]).unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        let err = read_segment(&dir, "1", 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
 
         let mut padded = original_uid.clone();
         padded.push(0);
         fs::write(dir.join("1.uid"), padded).unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        let err = read_segment(&dir, "1", 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         fs::write(dir.join("1.uid"), &original_uid).unwrap();
 
-        fs::write(dir.join(DELETED_DOCS_FILE), [0u8; 10]).unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        fs::write(deleted_docs_path(&dir, 1), [0u8; 10]).unwrap();
+        let err = read_segment(&dir, "1", 3).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
     }
 
@@ -452,7 +452,7 @@ mod tests {
             let mut bytes = rv.clone();
             bytes[offset] = value;
             fs::write(dir.join("1.rv"), bytes).unwrap();
-            read_segment(&dir, "1").unwrap_err()
+            read_segment(&dir, "1", 2).unwrap_err()
         };
         let err = corrupt(0, b'X');
         assert_eq!(err.kind(), ErrorKind::InvalidData);
@@ -468,7 +468,7 @@ mod tests {
 
         // An ids file where vectors are expected.
         fs::copy(dir.join("1.uid"), dir.join("1.rv")).unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        let err = read_segment(&dir, "1", 2).unwrap_err();
         assert!(err.to_string().contains("holds ids"), "{err}");
 
         // Something entirely foreign.
@@ -477,7 +477,7 @@ mod tests {
             b"\x89PNG\r\n\x1a\n plus enough bytes to pass the header",
         )
         .unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        let err = read_segment(&dir, "1", 2).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData);
     }
 }

@@ -2,9 +2,16 @@
 //! into their own directory and read back whole.
 //!
 //! Layout (reference §3.8): `<data_dir>/db/tables/<table_id>/<segment_id>/` holds
-//! `<segment_id>.rv` (raw vectors), `<segment_id>.uid` (entity ids) and
-//! `deleted_docs` (sorted row offsets of deleted entities). Only our node reads
-//! these files, so the names follow Milvus but the bytes do not.
+//! `<segment_id>.rv` (raw vectors), `<segment_id>.uid` (entity ids) and, once
+//! rows are deleted, `deleted_docs.<n>` (sorted row offsets of the `n` deleted
+//! entities, one file per version). Only our node reads these files, so the
+//! names follow Milvus but the bytes do not.
+//!
+//! No file is ever rewritten under its name: a segment is a new directory,
+//! an index a new file, each version of the deletes a new name. That is what
+//! makes a shared file system whose clients cache names and attributes for a
+//! while (JuiceFS, NFS) safe to read from several machines: a reader only
+//! opens names the metadata led it to, and those are never stale.
 //!
 //! The byte format of each file is in `format`, how a directory or file is
 //! changed without a crash leaving a half-written one in `atomic_io`, and
@@ -23,8 +30,7 @@ use std::path::{Path, PathBuf};
 
 pub use atomic_io::{list_segment_dirs, remove_segment_dir, SegmentDirs, TEMP_SUFFIX};
 pub use deleted_docs::{
-    deleted_docs_stamp, read_deleted_docs, write_deleted_docs, DeletedDocs, DocsStamp,
-    DELETED_DOCS_FILE,
+    deleted_docs_path, read_deleted_docs, write_deleted_docs, DeletedDocs, DELETED_DOCS_FILE,
 };
 pub use format::HEADER_LEN;
 pub use index_file::{read_index_file, remove_index_file, write_index_file};
@@ -218,9 +224,8 @@ fn check_segment_id(segment_id: &str) -> io::Result<()> {
     }
 }
 
-/// Writes the segment's `.rv`, `.uid` and an empty `deleted_docs` into `dir`
-/// atomically (see `atomic_io`); returns the total bytes of the three
-/// files. `dir` must not already hold a segment (only leftover `*.tmp` files
+/// Writes the segment's `.rv` and `.uid` into `dir` atomically (see
+/// `atomic_io`); returns the total bytes of the two files. `dir` must not already hold a segment (only leftover `*.tmp` files
 /// from a crashed write are replaced); its parents are created as needed.
 pub fn write_segment(
     dir: &Path,
@@ -246,7 +251,7 @@ pub fn write_segment(
     })
 }
 
-/// Writes the three files of a new segment into `staging`; returns their
+/// Writes the two files of a new segment into `staging`; returns their
 /// total bytes.
 fn fill_staging(
     staging: &Path,
@@ -258,13 +263,16 @@ fn fill_staging(
     let rv_path = staging.join(rv_file_name(segment_id));
     let mut total = format::write_vectors_file(&rv_path, vectors, rows)?;
     total += format::write_ids_file(&staging.join(uid_file_name(segment_id)), ids)?;
-    total += format::write_offsets_file(&staging.join(DELETED_DOCS_FILE), &[])?;
     Ok(total)
 }
 
-/// Loads the segment in `dir`: validates headers, that there is one id per
-/// vector row, and the deleted offsets. Temporary files are never read.
-pub fn read_segment(dir: &Path, segment_id: &str) -> io::Result<Segment> {
+/// Loads the segment in `dir` as its metadata row describes it, with
+/// `live_rows` (`TableFiles.row_count`) rows not deleted: validates headers,
+/// that there is one id per vector row, and reads the version of the deletes
+/// that leaves exactly `live_rows` (see `deleted_docs`). `InvalidData` when
+/// the disk holds fewer rows than that; `NotFound` when a file is missing.
+/// Temporary files are never read.
+pub fn read_segment(dir: &Path, segment_id: &str, live_rows: usize) -> io::Result<Segment> {
     check_segment_id(segment_id)?;
     let vectors = format::read_vectors_file(&dir.join(rv_file_name(segment_id)))?;
     let uid_path = dir.join(uid_file_name(segment_id));
@@ -276,11 +284,21 @@ pub fn read_segment(dir: &Path, segment_id: &str) -> io::Result<Segment> {
             format!("{} ids for {rows} vector rows", ids.len()),
         ));
     }
-    let deleted = read_deleted_docs(dir, rows)?;
+    let deleted = read_deleted_docs(dir, rows, deleted_count(dir, rows, live_rows)?)?;
     Ok(Segment {
         vectors,
         ids,
         deleted,
+    })
+}
+
+/// How many of a segment's `rows` rows its metadata says are deleted.
+pub fn deleted_count(dir: &Path, rows: usize, live_rows: usize) -> io::Result<usize> {
+    rows.checked_sub(live_rows).ok_or_else(|| {
+        invalid_data(
+            dir,
+            format!("the metadata counts {live_rows} live rows, the segment on disk holds {rows}"),
+        )
     })
 }
 
@@ -336,13 +354,12 @@ mod tests {
 
         let rv = dir.join("1620000000000001.rv");
         let uid = dir.join("1620000000000001.uid");
-        let deleted = dir.join(DELETED_DOCS_FILE);
         assert_eq!(file_len(&rv), 24 + 5 * 3 * 4);
         assert_eq!(file_len(&uid), 24 + 5 * 8);
-        assert_eq!(file_len(&deleted), 24);
-        assert_eq!(written, file_len(&rv) + file_len(&uid) + file_len(&deleted));
+        assert!(!dir.join(DELETED_DOCS_FILE).exists(), "no deletes, no file");
+        assert_eq!(written, file_len(&rv) + file_len(&uid));
 
-        let segment = read_segment(&dir, "1620000000000001").unwrap();
+        let segment = read_segment(&dir, "1620000000000001", 5).unwrap();
         assert_eq!(segment.vectors, vectors);
         assert_eq!(segment.ids, ids);
         assert!(segment.deleted.is_empty());
@@ -365,9 +382,9 @@ mod tests {
         let vectors = binary_vectors(4, 16);
         let ids = vec![4, 3, 2, 1];
         let written = write_segment(&dir, "9", &vectors, &ids).unwrap();
-        assert_eq!(written, 24 + 8 + 24 + 32 + 24);
+        assert_eq!(written, 24 + 8 + 24 + 32);
 
-        let segment = read_segment(&dir, "9").unwrap();
+        let segment = read_segment(&dir, "9", 4).unwrap();
         assert_eq!(segment.vectors, vectors);
         assert_eq!(segment.vectors.dim(), 16);
         assert_eq!(segment.ids, ids);
@@ -388,7 +405,7 @@ mod tests {
             data: vec![].into(),
         };
         write_segment(&dir, "5", &vectors, &[]).unwrap();
-        let segment = read_segment(&dir, "5").unwrap();
+        let segment = read_segment(&dir, "5", 0).unwrap();
         assert_eq!(segment.row_count(), 0);
         assert!(segment.ids.is_empty());
         assert_eq!(segment.vectors.dim(), 8);
@@ -458,15 +475,34 @@ mod tests {
         )
         .unwrap();
         fs::copy(root.path().join("other/1.uid"), dir.join("1.uid")).unwrap();
-        let err = read_segment(&dir, "1").unwrap_err();
+        let err = read_segment(&dir, "1", 4).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
         assert!(err.to_string().contains("3 ids for 4 vector rows"), "{err}");
     }
 
     #[test]
+    fn the_metadata_row_count_picks_the_deletes_version() {
+        let root = TempDir::new().unwrap();
+        let dir = test_dir(&root);
+        write_segment(&dir, "1", &float_vectors(4, 3), &[1, 2, 3, 4]).unwrap();
+        write_deleted_docs(&dir, &[1]).unwrap();
+        write_deleted_docs(&dir, &[1, 2]).unwrap();
+        assert!(read_segment(&dir, "1", 4).unwrap().deleted.is_empty());
+        assert_eq!(read_segment(&dir, "1", 3).unwrap().deleted.offsets(), &[1]);
+        assert_eq!(read_segment(&dir, "1", 2).unwrap().live_rows(), 2);
+        // Metadata ahead of the disk: a version that is not there yet.
+        let err = read_segment(&dir, "1", 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+        // More live rows than the disk holds.
+        let err = read_segment(&dir, "1", 5).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidData, "{err}");
+        assert!(err.to_string().contains("holds 4"), "{err}");
+    }
+
+    #[test]
     fn missing_segment_is_not_found() {
         let root = TempDir::new().unwrap();
-        let err = read_segment(&test_dir(&root), "1").unwrap_err();
+        let err = read_segment(&test_dir(&root), "1", 0).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         assert!(err.to_string().contains("1.rv"), "{err}");
     }
