@@ -1,7 +1,8 @@
 //! End-to-end cluster scenarios over real gRPC on 127.0.0.1: one writable
 //! node, three read-only nodes and the proxy, sharing one directory and one
 //! metadata database. Every scenario runs over SQLite and over MySQL
-//! (`MISHARDS_TEST_MYSQL`, skipped with a note when unset), and every search
+//! (`MISHARDS_TEST_MYSQL`, skipped with a note when unset), the data paths
+//! also on JuiceFS (`MISHARDS_JUICEFS`), and every search
 //! is checked against a brute-force oracle. The set-up, the calls and the
 //! oracle live in `tests/common/`.
 #![allow(clippy::unwrap_used)] // tests and benches unwrap their own fixtures
@@ -15,13 +16,21 @@ use std::time::{Duration, Instant};
 use common::*;
 use mishards::wire::*;
 
-on_both_databases!(
+// The data paths also run on a JuiceFS volume with a mount per node (see
+// `common::juicefs`), where another node's writes reach a reader's mount
+// through its client's caches.
+on_every_storage!(
     many_segment_files,
     partitions,
     deletes,
     drop_and_recreate,
     read_your_writes,
     merges_during_search,
+    index_build_and_drop_during_search,
+    flush_warms_new_files,
+);
+
+on_both_databases!(
     error_paths,
     reader_down,
     every_reader_down,
@@ -31,8 +40,6 @@ on_both_databases!(
     writer_down,
     metric_type_override,
     set_config_reaches_every_node,
-    index_build_and_drop_during_search,
-    flush_warms_new_files,
 );
 
 /// Searches with nq 1 and 5 and topk 1, 10 and more than the rows, each

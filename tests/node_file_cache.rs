@@ -1,5 +1,5 @@
-//! A read-only node answers `SearchInFiles` from its caches of file rows and
-//! segments: files deleted from, merged, cleaned up and indexed by the
+//! A read-only node answers `SearchInFiles` from its segment cache (each
+//! file's metadata row read on every call): files deleted from, merged, cleaned up and indexed by the
 //! writable node (so the reader learns of it only through the shared
 //! database and directory) never make it answer with deleted rows or with a
 //! file that is gone. A searcher hammers the reader by file id while the

@@ -209,7 +209,7 @@ pub fn oracle_mismatch(
         reply.ids.len() == reply.distances.len(),
         "{what}: ids and distances differ in length"
     );
-    ensure!(reply.ids.len() % nq == 0, "{what}: ragged result");
+    ensure!(reply.ids.len().is_multiple_of(nq), "{what}: ragged result");
     let stride = reply.ids.len() / nq;
     if let Some(s) = expected_stride {
         ensure!(
