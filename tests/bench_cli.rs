@@ -172,3 +172,125 @@ async fn target_mode_prints_markdown_and_drops_its_collections() {
     assert!(left.is_empty(), "the bench left {left:?}");
     cluster.stop().await;
 }
+
+/// Claims a Redis database number for a JuiceFS volume with the test
+/// harness's lock protocol (an exclusive lock on
+/// `/tmp/mishards-juicefs/db<N>.lock`, N in 1..=15; see tests/common/juicefs.rs),
+/// so no other test formats or flushes it meanwhile.
+fn claim_juicefs_database() -> (u32, std::fs::File) {
+    let root = std::path::Path::new("/tmp/mishards-juicefs");
+    std::fs::create_dir_all(root).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        for n in 1..=15 {
+            let file = std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(root.join(format!("db{n}.lock")))
+                .unwrap();
+            if file.try_lock().is_ok() {
+                return (n, file);
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "every JuiceFS test database (1..=15) stayed taken for 5 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `SELECT database` + `command` (one-line replies) on the tests' Redis;
+/// returns the reply to `command`.
+fn redis(server: &str, database: u32, command: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(server).unwrap();
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(format!("SELECT {database}\r\n{command}\r\n").as_bytes())
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 256];
+    while reply.iter().filter(|&&b| b == b'\n').count() < 2 {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "Redis closed the connection");
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply).to_string();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("+OK"), "SELECT {database}: {text:?}");
+    lines.next().unwrap().to_string()
+}
+
+fn bench_on_juicefs(meta: &str) -> std::process::Output {
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_mishards"));
+    bench
+        .args(["bench", "--quick", "--json", "--scenario", "first-query"])
+        .args(["--storage", "local", "--storage", "juicefs"])
+        .args(["--juicefs-meta", meta]);
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/juicefs");
+    if let Ok(path) = std::env::var(common::juicefs::JUICEFS_ENV) {
+        bench.args(["--juicefs", &path]);
+    } else if venv.is_file() {
+        bench.arg("--juicefs").arg(&venv);
+    }
+    bench.output().unwrap()
+}
+
+/// first-query on a local directory and on JuiceFS (one mount per node) in
+/// one run: both storages report every batch, every first search finds the
+/// new rows, the notes compare the medians; the bench refuses a database
+/// that is not empty and empties the one it formatted.
+#[test]
+fn quick_first_query_on_local_and_juicefs_storage() {
+    let test = "quick_first_query_on_local_and_juicefs_storage";
+    if !common::juicefs::available_or_skip(test) {
+        return;
+    }
+    let server =
+        std::env::var(common::juicefs::REDIS_ENV).unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let (database, _claim) = claim_juicefs_database();
+    // The lock holder owns the database: empty it of whatever a killed run left.
+    assert_eq!(redis(&server, database, "FLUSHDB"), "+OK");
+    let meta = format!("redis://{server}/{database}");
+
+    // A database with keys is someone's volume: refused, and left alone.
+    assert_eq!(redis(&server, database, "SET someone-else 1"), "+OK");
+    let refused = bench_on_juicefs(&meta);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "bench ran on a used database");
+    assert!(stderr.contains("holds 1 keys"), "{stderr}");
+    assert_eq!(redis(&server, database, "DBSIZE"), ":1");
+    assert_eq!(redis(&server, database, "FLUSHDB"), "+OK");
+
+    let output = bench_on_juicefs(&meta);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed:\n{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let first = rows(&report, "first-query");
+    assert_eq!(first.len(), 2 * 3, "3 batches with --quick on each storage");
+    for storage in ["local", "juicefs"] {
+        let of: Vec<&Value> = first.iter().filter(|r| r["storage"] == storage).collect();
+        assert_eq!(of.len(), 3, "{storage} rows in {first:?}");
+        for r in of {
+            positive(r, "first_ms");
+            positive(r, "steady_ms");
+            assert_eq!(r["first_saw_new_rows"], "yes", "{r}");
+        }
+    }
+    let table = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["scenario"] == "first-query")
+        .unwrap();
+    let notes = table["notes"].to_string();
+    assert!(
+        notes.contains("local:") && notes.contains("juicefs:"),
+        "{notes}"
+    );
+    assert!(notes.contains("juicefs / local"), "{notes}");
+    // Everything of the volume is gone with the run.
+    assert_eq!(redis(&server, database, "DBSIZE"), ":0");
+}

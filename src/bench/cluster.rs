@@ -3,7 +3,9 @@
 //! are its own), on loopback ephemeral ports, over SQLite in a temporary
 //! directory or a throw-away MySQL database. Every child is killed, and the
 //! directory and database removed, when the cluster is dropped (also on an
-//! error or Ctrl-C).
+//! error or Ctrl-C). A [`RealCluster`] keeps its nodes' data in that
+//! temporary directory or, with JuiceFS, each node on its own mount of one
+//! bench volume ([`super::juicefs`]), unmounted before the directory goes.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use rand::Rng;
 
+use super::juicefs::{JuiceFs, Volume};
 use super::stub::{self, StubNode};
 use crate::meta::{MetaStore, MetaUri};
 use crate::types::MetricType;
@@ -66,7 +69,10 @@ impl MetaDb {
     /// `spec` is "sqlite" or mysql://user[:password]@host[:port][/prefix].
     pub async fn create(spec: &str, dir: &Path) -> anyhow::Result<MetaDb> {
         if spec == "sqlite" {
-            let path = dir.join("db").join("meta.sqlite");
+            let db = dir.join("db");
+            std::fs::create_dir_all(&db)
+                .with_context(|| format!("cannot create {}", db.display()))?;
+            let path = db.join("meta.sqlite");
             return Ok(MetaDb::Sqlite {
                 uri: format!("sqlite://{}", path.display()),
             });
@@ -283,27 +289,63 @@ const STUB_PROXY_TOML: &str = "[slow_nodes]\neject_after_failures = 0\nhedge_bud
 
 /// One writable node, read-only nodes, and proxies in front of the first
 /// 1, 2, ... of them, started on demand. Fields drop in order: children
-/// first, then the database and the directory.
+/// first, then the JuiceFS mounts (if any), the database and the directory.
 pub struct RealCluster {
     proxies: Vec<(usize, ChildProcess)>,
     pub readonly: Vec<ChildProcess>,
     pub writable: ChildProcess,
+    // Kept for its drop: unmounts, then empties its Redis database.
+    _volume: Option<Volume>,
     meta: MetaDb,
     dir: TempDir,
 }
 
 impl RealCluster {
-    pub async fn start(meta_spec: &str, ro_nodes: usize) -> anyhow::Result<RealCluster> {
+    /// Starts the nodes with their data in the temporary directory, or with
+    /// `juicefs` each on its own mount of a fresh volume (the metadata stays
+    /// where `meta_spec` puts it either way).
+    pub async fn start(
+        meta_spec: &str,
+        ro_nodes: usize,
+        juicefs: Option<&JuiceFs>,
+    ) -> anyhow::Result<RealCluster> {
+        // Declared in the fields' reverse drop order, so a failed start
+        // cleans up as a dropped cluster does.
         let dir = TempDir::new("mishards-bench")?;
         let meta = MetaDb::create(meta_spec, &dir.path).await?;
-        let writable =
-            ChildProcess::spawn("rw node", node_args("rw", &dir.path, meta.uri())).await?;
+        let mut volume = None;
+        let (rw_dir, ro_dirs) = match juicefs {
+            None => (dir.path.clone(), vec![dir.path.clone(); ro_nodes]),
+            Some(juicefs) => {
+                let work = dir.path.join("juicefs");
+                let juicefs = juicefs.clone();
+                let labels: Vec<String> = std::iter::once("rw".to_string())
+                    .chain((1..=ro_nodes).map(|i| format!("ro{i}")))
+                    .collect();
+                // Formatting and mounting run the juicefs client and wait for it.
+                let (made, points) = tokio::task::spawn_blocking(move || {
+                    let mut made = match Volume::format(&juicefs, &work) {
+                        Ok(v) => v,
+                        Err(e) => return (None, Err(e)),
+                    };
+                    let points: anyhow::Result<Vec<PathBuf>> =
+                        labels.iter().map(|l| made.mount(l)).collect();
+                    (Some(made), points)
+                })
+                .await?;
+                volume = made;
+                let mut points = points?.into_iter();
+                let rw = points.next().context("no mount for the writable node")?;
+                (rw, points.collect())
+            }
+        };
+        let writable = ChildProcess::spawn("rw node", node_args("rw", &rw_dir, meta.uri())).await?;
         let mut readonly = Vec::new();
-        for i in 0..ro_nodes {
+        for (i, ro_dir) in ro_dirs.iter().enumerate() {
             readonly.push(
                 ChildProcess::spawn(
                     &format!("ro node {}", i + 1),
-                    node_args("ro", &dir.path, meta.uri()),
+                    node_args("ro", ro_dir, meta.uri()),
                 )
                 .await?,
             );
@@ -312,6 +354,7 @@ impl RealCluster {
             proxies: Vec::new(),
             readonly,
             writable,
+            _volume: volume,
             meta,
             dir,
         })

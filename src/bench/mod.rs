@@ -3,18 +3,21 @@
 //! embedded cluster of child processes or on any Milvus 1.x address.
 //!
 //! `mod.rs` holds the options, the sizes of a run and the scenario list;
-//! `cluster` starts the embedded clusters, `stub` the canned read-only nodes,
+//! `cluster` starts the embedded clusters, `juicefs` the JuiceFS volume their
+//! nodes can keep their data on, `stub` the canned read-only nodes,
 //! `load` drives the requests and records latencies, `procstat` reads a
 //! child's CPU time and peak memory, `scenarios` runs each measurement and
 //! `report` prints the tables.
 
 mod cluster;
+mod juicefs;
 mod load;
 mod procstat;
 mod report;
 mod scenarios;
 mod stub;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::ValueEnum;
@@ -74,6 +77,52 @@ pub struct BenchArgs {
     /// Vector dimension of every collection the bench makes.
     #[arg(long, default_value_t = 128)]
     pub dim: usize,
+    /// Where the embedded nodes keep their data in the first-query scenario
+    /// (repeatable: it then runs once per storage, batches interleaved, and
+    /// reports them side by side). "local": one temporary directory;
+    /// "juicefs": one JuiceFS volume, each node on its own mount (needs
+    /// --juicefs-meta). The other scenarios always use a local directory.
+    #[arg(long = "storage", value_enum)]
+    pub storages: Vec<Storage>,
+    /// The juicefs client binary (default: `juicefs` on PATH, then `.venv/bin/juicefs`).
+    #[arg(long)]
+    pub juicefs: Option<PathBuf>,
+    /// Metadata of the bench's JuiceFS volume: redis://HOST:PORT/N, an EMPTY
+    /// Redis database (the bench refuses one with keys). The bench formats its
+    /// own volume there and FLUSHDBs that database at the end.
+    #[arg(long)]
+    pub juicefs_meta: Option<String>,
+}
+
+/// Where the nodes of an embedded cluster keep their data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Storage {
+    /// A local temporary directory shared by every node.
+    Local,
+    /// One JuiceFS volume, mounted once per node.
+    Juicefs,
+}
+
+impl Storage {
+    /// The name of `--storage` and of the JSON `storage` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Storage::Local => "local",
+            Storage::Juicefs => "juicefs",
+        }
+    }
+}
+
+/// The storages of the first-query scenario, in a fixed order (local first);
+/// local when none is given.
+pub fn storages(args: &BenchArgs) -> Vec<Storage> {
+    let mut all = args.storages.clone();
+    if all.is_empty() {
+        all.push(Storage::Local);
+    }
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// The measurements `mishards bench` can make.
@@ -293,6 +342,30 @@ mod tests {
         let full = Sizes::from_args(&parse(&[]));
         assert_eq!(full.batch_rows, 100_000);
         assert_eq!(full.file_counts.last(), Some(&10_000));
+    }
+
+    #[test]
+    fn storages_default_to_local_and_come_in_a_fixed_order() {
+        assert_eq!(storages(&parse(&[])), vec![Storage::Local]);
+        let both = parse(&[
+            "--storage",
+            "juicefs",
+            "--storage",
+            "local",
+            "--storage",
+            "juicefs",
+            "--juicefs-meta",
+            "redis://127.0.0.1:6379/4",
+        ]);
+        assert_eq!(storages(&both), vec![Storage::Local, Storage::Juicefs]);
+        assert_eq!(
+            both.juicefs_meta.as_deref(),
+            Some("redis://127.0.0.1:6379/4")
+        );
+        for s in [Storage::Local, Storage::Juicefs] {
+            let value = s.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(value.as_deref(), Some(s.name()));
+        }
     }
 
     #[test]

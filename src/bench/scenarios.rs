@@ -11,12 +11,13 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
 use super::cluster::{RealCluster, StubCluster};
+use super::juicefs::JuiceFs;
 use super::load::{self, check, connect, random_rows, Client, Limits, SearchPath, Shape};
 use super::report::{num, Report, ScenarioReport};
-use super::{procstat, progress, BenchArgs, Scenario, Sizes};
+use super::{procstat, progress, storages, BenchArgs, Scenario, Sizes, Storage};
 use crate::meta::{milvus_date, now_micros, FileRow};
 use crate::types::MetricType;
-use crate::wire::{CollectionName, CollectionSchema, Command, FlushParam, InsertParam};
+use crate::wire::{CollectionName, CollectionSchema, Command, FlushParam, InsertParam, RowRecord};
 
 const ONE_BY_TEN: Shape = Shape { nq: 1, topk: 10 };
 /// Read-only node counts of the throughput scenario.
@@ -32,7 +33,10 @@ const L2: i32 = MetricType::L2 as i32;
 /// Where the run sends its requests.
 enum Mode {
     Embedded {
+        /// Real nodes with their data in a local directory.
         real: Option<Box<RealCluster>>,
+        /// Real nodes with their data on JuiceFS (first-query only).
+        on_juicefs: Option<Box<RealCluster>>,
         stub: Option<Box<StubCluster>>,
     },
     Target {
@@ -52,6 +56,19 @@ struct Bench<'a> {
     made: Vec<(String, String)>,
     /// The search collection, once loaded.
     search_collection: Option<String>,
+    /// The checked JuiceFS client and database, when `--storage juicefs`.
+    juicefs: Option<JuiceFs>,
+}
+
+/// One storage's side of the first-query scenario.
+struct FirstQueryRun {
+    label: &'static str,
+    client: Client,
+    name: String,
+    penalties: load::Latencies,
+    /// first_ms and steady_ms of every batch.
+    firsts: load::Latencies,
+    steadies: load::Latencies,
 }
 
 /// Runs `scenarios` and gathers their tables.
@@ -69,8 +86,26 @@ pub async fn run_all(
         },
         None => Mode::Embedded {
             real: None,
+            on_juicefs: None,
             stub: None,
         },
+    };
+    let storages = storages(args);
+    let on_juicefs = storages.contains(&Storage::Juicefs);
+    if on_juicefs && args.target.is_some() {
+        bail!("--storage juicefs needs the embedded cluster (the bench starts the nodes on it); drop --target");
+    }
+    // Checked before any scenario runs, so a missing piece fails at once.
+    let juicefs = if on_juicefs && scenarios.contains(&Scenario::FirstQuery) {
+        let checked = JuiceFs::check(args.juicefs.as_deref(), args.juicefs_meta.as_deref())?;
+        progress(format!(
+            "JuiceFS: {} with metadata in {} (empty)",
+            checked.binary.display(),
+            checked.meta.url()
+        ));
+        Some(checked)
+    } else {
+        None
     };
     let mut bench = Bench {
         args,
@@ -80,6 +115,7 @@ pub async fn run_all(
         rng: StdRng::seed_from_u64(7),
         made: Vec::new(),
         search_collection: None,
+        juicefs,
     };
     let mut report = Report {
         command,
@@ -108,12 +144,32 @@ impl Bench<'_> {
         } else {
             "MySQL"
         };
+        let storages = storages(self.args);
+        let storage =
+            if storages == [Storage::Local] {
+                String::new()
+            } else if scenarios == [Scenario::FirstQuery] {
+                format!(
+                    " Node data on: {} (one cluster each).",
+                    storages
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                format!(
+                " first-query runs on each storage ({}, one cluster each); the other scenarios \
+                 keep their data in a local directory.",
+                storages.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
+            )
+            };
         match &self.mode {
             Mode::Embedded { .. } => format!(
                 "Embedded cluster on loopback, every node and proxy its own child process: \
                  1 writable + {} read-only nodes of ours (background merge off), {meta} metadata; \
                  {cores} CPU cores shared by the load generator, the nodes and the proxy. \
-                 Vectors {}-d float, L2. Scenarios: {}.",
+                 Vectors {}-d float, L2. Scenarios: {}.{storage}",
                 self.real_ro_nodes(scenarios),
                 self.sizes.dim,
                 scenarios.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
@@ -167,19 +223,43 @@ impl Bench<'_> {
         }
     }
 
-    /// The embedded cluster of real nodes, started on first use.
+    /// The embedded cluster of real nodes on local storage, started on first use.
     async fn real(&mut self, ro: usize) -> anyhow::Result<&mut RealCluster> {
-        let Mode::Embedded { real, .. } = &mut self.mode else {
+        self.real_on(Storage::Local, ro).await
+    }
+
+    /// The embedded cluster of real nodes on `storage`, started on first use.
+    async fn real_on(&mut self, storage: Storage, ro: usize) -> anyhow::Result<&mut RealCluster> {
+        let Mode::Embedded {
+            real, on_juicefs, ..
+        } = &mut self.mode
+        else {
             bail!("this scenario needs the embedded cluster");
         };
-        if real.is_none() {
+        let (slot, juicefs) = match storage {
+            Storage::Local => (real, None),
+            Storage::Juicefs => (
+                on_juicefs,
+                Some(
+                    self.juicefs
+                        .as_ref()
+                        .context("JuiceFS was not checked for this run")?,
+                ),
+            ),
+        };
+        if slot.is_none() {
             progress(format!(
-                "starting 1 writable + {ro} read-only nodes ({})",
-                self.args.meta_uri
+                "starting 1 writable + {ro} read-only nodes ({}, data on {})",
+                self.args.meta_uri,
+                match juicefs {
+                    None => "a local directory".to_string(),
+                    Some(j) => format!("JuiceFS, one mount each, metadata {}", j.meta.url()),
+                }
             ));
-            *real = Some(Box::new(RealCluster::start(&self.args.meta_uri, ro).await?));
+            let cluster = RealCluster::start(&self.args.meta_uri, ro, juicefs).await?;
+            *slot = Some(Box::new(cluster));
         }
-        real.as_deref_mut()
+        slot.as_deref_mut()
             .context("cluster just started is missing")
     }
 
@@ -190,10 +270,20 @@ impl Bench<'_> {
         ro: usize,
         proxy_ro: usize,
     ) -> anyhow::Result<(String, Option<String>, Option<u32>)> {
+        self.endpoints_on(Storage::Local, ro, proxy_ro).await
+    }
+
+    /// [`Self::endpoints`] of the embedded cluster on `storage`.
+    async fn endpoints_on(
+        &mut self,
+        storage: Storage,
+        ro: usize,
+        proxy_ro: usize,
+    ) -> anyhow::Result<(String, Option<String>, Option<u32>)> {
         if let Mode::Target { addr, direct } = &self.mode {
             return Ok((addr.clone(), direct.clone(), None));
         }
-        let cluster = self.real(ro).await?;
+        let cluster = self.real_on(storage, ro).await?;
         let direct = cluster.writable.addr.to_string();
         let proxy = cluster.proxy(proxy_ro).await?;
         Ok((proxy.addr.to_string(), Some(direct), Some(proxy.pid())))
@@ -556,15 +646,34 @@ impl Bench<'_> {
     }
 
     async fn first_query(&mut self, ro: usize) -> anyhow::Result<ScenarioReport> {
-        let (proxy, _, _) = self.endpoints(ro, self.sizes.ro_nodes).await?;
         let (rows, dim, batches) = (self.sizes.batch_rows, self.sizes.dim, self.sizes.batches);
-        let name = format!("bench_firstq_{}", self.suffix);
-        let mut client = self.create_collection(&proxy, &name).await?;
+        let sides: Vec<(&'static str, Storage)> = match self.mode {
+            Mode::Target { .. } => vec![("target", Storage::Local)],
+            Mode::Embedded { .. } => storages(self.args)
+                .into_iter()
+                .map(|s| (s.name(), s))
+                .collect(),
+        };
+        let mut runs = Vec::new();
+        for (label, storage) in sides {
+            let (proxy, _, _) = self.endpoints_on(storage, ro, self.sizes.ro_nodes).await?;
+            let name = format!("bench_firstq_{label}_{}", self.suffix);
+            let client = self.create_collection(&proxy, &name).await?;
+            runs.push(FirstQueryRun {
+                label,
+                client,
+                name,
+                penalties: load::Latencies::default(),
+                firsts: load::Latencies::default(),
+                steadies: load::Latencies::default(),
+            });
+        }
         let mut table = ScenarioReport::new(
             "first-query",
             "First search after a flush vs the steady state",
             &[
                 "batch",
+                "storage",
                 "total_rows",
                 "first_ms",
                 "steady_ms",
@@ -576,58 +685,123 @@ impl Bench<'_> {
             "Each batch: `Insert` {rows} x {dim} rows and `Flush` through the proxy, then time \
              the first nq=1, topk=10 search (its query is a vector of the new batch, so it must \
              find it: `first_saw_new_rows`), then the median of the next {} (`steady_ms`). \
-             penalty = first - steady.",
-            self.sizes.steady_searches
+             penalty = first - steady.{}",
+            self.sizes.steady_searches,
+            self.first_query_storages(&runs)
         );
-        let mut penalties = load::Latencies::default();
         for b in 1..=batches {
-            progress(format!("first-query batch {b}/{batches}: {rows} x {dim}"));
             let vectors = random_rows(&mut self.rng, rows, dim);
-            let ids = insert(&mut client, &name, vectors.clone()).await?;
-            flush(&mut client, &name).await?;
-            let search = |k: usize| {
-                let query = vectors[k % vectors.len()].clone();
-                let expected = ids.get(k % ids.len()).copied();
-                let param = crate::wire::SearchParam {
-                    collection_name: name.clone(),
-                    partition_tag_array: Vec::new(),
-                    query_record_array: vec![query],
-                    topk: 10,
-                    extra_params: Vec::new(),
+            let mut measured = vec![None; runs.len()];
+            // Same vectors on every storage; the order rotates batch by batch.
+            for k in 0..runs.len() {
+                let i = (b - 1 + k) % runs.len();
+                let run = &mut runs[i];
+                progress(format!(
+                    "first-query batch {b}/{batches} on {}: {rows} x {dim}",
+                    run.label
+                ));
+                measured[i] = Some(
+                    first_query_batch(run, &vectors, self.sizes.steady_searches)
+                        .await
+                        .with_context(|| format!("batch {b} on {}", run.label))?,
+                );
+            }
+            for (run, m) in runs.iter_mut().zip(measured) {
+                let Some((first_ms, steady_ms, saw)) = m else {
+                    continue;
                 };
-                let mut client = client.clone();
-                async move {
-                    let t0 = Instant::now();
-                    let reply = load::send(&mut client, &load::Call::Search(param)).await?;
-                    anyhow::Ok((t0.elapsed(), reply.ids.first().copied() == expected))
+                let penalty = steady_ms.map(|s| first_ms - s);
+                run.firsts.record(Duration::from_secs_f64(first_ms / 1e3));
+                if let Some(s) = steady_ms {
+                    run.steadies.record(Duration::from_secs_f64(s / 1e3));
                 }
-            };
-            let (first, saw) = search(0).await?;
-            let mut steady = load::Latencies::default();
-            for k in 1..=self.sizes.steady_searches {
-                steady.record(search(k * 7919).await?.0);
+                if let Some(p) = penalty {
+                    run.penalties
+                        .record(Duration::from_secs_f64(p.max(0.0) / 1e3));
+                }
+                table.row(vec![
+                    json!(b),
+                    json!(run.label),
+                    json!(b * rows),
+                    num(Some(first_ms)),
+                    num(steady_ms),
+                    num(penalty),
+                    json!(if saw { "yes" } else { "no" }),
+                ]);
             }
-            let first_ms = first.as_secs_f64() * 1e3;
-            let steady_ms = steady.median_ms();
-            let penalty = steady_ms.map(|s| first_ms - s);
-            if let Some(p) = penalty {
-                penalties.record(Duration::from_secs_f64(p.max(0.0) / 1e3));
-            }
-            table.row(vec![
-                json!(b),
-                json!(b * rows),
-                num(Some(first_ms)),
-                num(steady_ms),
-                num(penalty),
-                json!(if saw { "yes" } else { "no" }),
-            ]);
         }
-        if let Some(median) = penalties.median_ms() {
-            table.notes.push(format!(
-                "Median penalty over the {batches} batches: {median:.1} ms (negative ones counted as 0)."
-            ));
+        let mut medians: Vec<(&str, Option<f64>)> = Vec::new();
+        for r in &mut runs {
+            let median = r.penalties.median_ms();
+            medians.push((r.label, median));
+            if let Some(median) = median {
+                table.notes.push(format!(
+                    "Median penalty over the {batches} batches, {}: {median:.2} ms (negative \
+                     ones counted as 0); median first_ms {}, median steady_ms {}.",
+                    r.label,
+                    r.firsts
+                        .median_ms()
+                        .map_or("n/a".into(), |m| format!("{m:.2}")),
+                    r.steadies
+                        .median_ms()
+                        .map_or("n/a".into(), |m| format!("{m:.2}")),
+                ));
+            }
+        }
+        let median_of = |name: &str| medians.iter().find(|(l, _)| *l == name).and_then(|m| m.1);
+        if let (Some(local), Some(juicefs)) = (median_of("local"), median_of("juicefs")) {
+            table.notes.push(match ratio(Some(juicefs), Some(local)) {
+                Some(r) => format!(
+                    "Median penalty juicefs / local: {r:.2} ({juicefs:.2} ms / {local:.2} ms)."
+                ),
+                None => format!(
+                    "Median penalty juicefs / local: n/a (local is 0 ms; juicefs {juicefs:.2} ms)."
+                ),
+            });
         }
         Ok(table)
+    }
+
+    /// The sentence on where each first-query run keeps its data.
+    fn first_query_storages(&self, runs: &[FirstQueryRun]) -> String {
+        if matches!(self.mode, Mode::Target { .. }) {
+            return String::new();
+        }
+        let mut out = String::new();
+        if runs.len() > 1 {
+            out.push_str(&format!(
+                " One cluster per storage ({}), started together; every batch inserts the same \
+                 vectors into each, one after the other, the order alternating batch by batch.",
+                runs.iter().map(|r| r.label).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        for r in runs {
+            match r.label {
+                "local" => out.push_str(
+                    " local: every node's data directory is one local temporary directory.",
+                ),
+                "juicefs" => out.push_str(&format!(
+                    " juicefs: one JuiceFS volume (metadata in Redis {}, data in a `file` bucket \
+                     on the local disk), each node on its own mount: its own client and cache \
+                     directory, cache options at their defaults.",
+                    self.juicefs
+                        .as_ref()
+                        .map_or_else(|| "?".to_string(), |j| j.meta.url())
+                )),
+                _ => {}
+            }
+        }
+        if runs.iter().any(|r| r.label == "juicefs") {
+            out.push_str(&format!(
+                " The clusters' metadata is {} either way.",
+                if self.args.meta_uri == "sqlite" {
+                    "a SQLite file in a local temporary directory"
+                } else {
+                    "a MySQL database"
+                }
+            ));
+        }
+        out
     }
 
     /// The stub cluster, started on first use.
@@ -965,6 +1139,41 @@ async fn flush(client: &mut Client, name: &str) -> anyhow::Result<()> {
         .context("Flush")?
         .into_inner();
     check(Some(&status), "Flush")
+}
+
+/// One first-query batch on one storage: insert and flush `vectors`, then
+/// the first search (ms, and whether it found the new row) and the median
+/// of the next `steady` (ms).
+async fn first_query_batch(
+    run: &mut FirstQueryRun,
+    vectors: &[RowRecord],
+    steady: usize,
+) -> anyhow::Result<(f64, Option<f64>, bool)> {
+    let ids = insert(&mut run.client, &run.name, vectors.to_vec()).await?;
+    flush(&mut run.client, &run.name).await?;
+    let search = |k: usize| {
+        let query = vectors[k % vectors.len()].clone();
+        let expected = ids.get(k % ids.len()).copied();
+        let param = crate::wire::SearchParam {
+            collection_name: run.name.clone(),
+            partition_tag_array: Vec::new(),
+            query_record_array: vec![query],
+            topk: 10,
+            extra_params: Vec::new(),
+        };
+        let mut client = run.client.clone();
+        async move {
+            let t0 = Instant::now();
+            let reply = load::send(&mut client, &load::Call::Search(param)).await?;
+            anyhow::Ok((t0.elapsed(), reply.ids.first().copied() == expected))
+        }
+    };
+    let (first, saw) = search(0).await?;
+    let mut times = load::Latencies::default();
+    for k in 1..=steady {
+        times.record(search(k * 7919).await?.0);
+    }
+    Ok((first.as_secs_f64() * 1e3, times.median_ms(), saw))
 }
 
 /// Waits until `CountCollection` reports `rows` (flushed data is visible).
