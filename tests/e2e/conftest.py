@@ -5,25 +5,37 @@ Run them
     MISHARDS_BIN=target/debug/mishards .venv/bin/python -m pytest -q tests/e2e
     ... -m proxy / -m "not proxy"                  # only the proxy runs / all but them
     ... -k "[node" / -k "[proxy"                   # the shared suite against one target
+    ... -m juicefs / -m "not juicefs"              # only the JuiceFS runs / all but them
 
 The suites
-    test_milvus_api.py   the Milvus 1.1 API, each scenario run against both targets of `target`
+    test_milvus_api.py   the Milvus 1.1 API, each scenario run against every target of `target`
     test_node_only.py    what only a node does: restart, the ro nodes of a cluster
     test_proxy_only.py   what only the proxy does: `Cmd("route")`, /metrics, the writer down
+    test_shared_storage.py  read-your-writes after flush and delete on every reader, on a local
+                         data dir and on JuiceFS (one mount per node)
 
 Fixtures (each process on a free 127.0.0.1 port, in its own process group, killed at teardown,
 also when the test fails)
-    target            parametrised, ids `node` and `proxy`: a `Target` with a connected client
-                      to a standalone node, or to the proxy of `cluster`. Both keep one segment
-                      file per flush (no background merges).
+    target            parametrised, ids `node`, `proxy` and `proxy-juicefs`: a `Target` with a
+                      connected client to a standalone node, to the proxy of `cluster`, or to the
+                      proxy of `juicefs_cluster`. All keep one segment file per flush (no
+                      background merges).
     standalone_node   one `mishards node --role rw` over SQLite in the test's tmp dir, merging
                       in the background as by default; unpacks as (host, port, data_dir,
                       meta_uri) and has .restart()
     cluster           one rw node and two ro nodes sharing one data dir and one fresh MariaDB
                       database `mishards_e2e_<random>` (dropped at teardown), plus the proxy
                       (`mishards serve`) with a generated TOML config
+    juicefs_volume    (session) one JuiceFS volume (juicefs.py: Redis metadata, local "file"
+                      bucket) mounted three times, once per node of a cluster ("rw", "ro1",
+                      "ro2"), each mount its own client with the default 1 s caches
+    juicefs_cluster   `cluster` with its data dir a fresh folder of `juicefs_volume`, which each
+                      node reaches through its own mount (metadata still in MariaDB); the folder
+                      is removed at teardown. Skipped where JuiceFS cannot run (no /dev/fuse, no
+                      juicefs binary, no Redis) unless MISHARDS_REQUIRE_JUICEFS=1
 
-Modules: servers.py (processes, set-ups, MariaDB), milvus_calls.py (pymilvus calls that check
+Modules: servers.py (processes, set-ups, MariaDB), juicefs.py (JuiceFS volumes, the locking
+protocol shared with tests/common/juicefs.rs), milvus_calls.py (pymilvus calls that check
 their status, status codes), oracle.py (test data and the brute-force oracle).
 
 Environment
@@ -31,6 +43,7 @@ Environment
     MISHARDS_E2E_MYSQL    MariaDB/MySQL server for `cluster` (default mysql://root@127.0.0.1:3306);
                           the `mariadb` or `mysql` command-line client must be on PATH
     MISHARDS_E2E_SETTLE_S seconds to wait after a write before reading through the proxy (0)
+    MISHARDS_JUICEFS, MISHARDS_TEST_REDIS, MISHARDS_REQUIRE_JUICEFS   see juicefs.py
 
 Each process logs to <tmp_path>/logs/<name>.log. At teardown the tail of every log is printed,
 which pytest shows under "Captured stdout teardown" for a failing test.
@@ -39,14 +52,18 @@ which pytest shows under "Captured stdout teardown" for a failing test.
 from __future__ import annotations
 
 import os
+import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Callable
 
 import pytest
 
+import juicefs
 from milvus_calls import Milvus, flush, milvus_client
 from servers import (
+    CLUSTER_NODES,
     NO_MERGES,
     PROXY_REFRESH_S,
     PROXY_SETTLE_S,
@@ -70,6 +87,9 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers", "cluster: needs the rw + ro nodes over MariaDB of the `cluster` fixture"
+    )
+    config.addinivalue_line(
+        "markers", "juicefs: the nodes' data dir is on a JuiceFS volume, one mount per node"
     )
 
 
@@ -107,11 +127,36 @@ def cluster(tmp_path, mysql_server):
         yield running
 
 
+@pytest.fixture(scope="session")
+def juicefs_volume():
+    """One JuiceFS volume for the session, mounted once per node of a cluster: {name: mount}."""
+    juicefs.require_or_skip("a test on a JuiceFS volume (proxy-juicefs, [juicefs])")
+    volume = juicefs.Volume("pytest tests/e2e")
+    try:
+        mounts = {name: volume.mount(name) for name in CLUSTER_NODES}
+        yield mounts
+    finally:
+        volume.close()
+
+
+@pytest.fixture
+def juicefs_cluster(tmp_path, mysql_server, juicefs_volume):
+    """`cluster` with its data dir a fresh folder of the JuiceFS volume, one mount per node."""
+    folder = f"data-{uuid.uuid4().hex[:12]}"
+    data_dirs = {name: mount / folder for name, mount in juicefs_volume.items()}
+    try:
+        with running_cluster(tmp_path, mysql_server, data_dirs=data_dirs) as running:
+            yield running
+    finally:
+        # Keeps the session's volume small; the volume goes at the end of the session anyway.
+        shutil.rmtree(data_dirs["rw"], ignore_errors=True)
+
+
 @dataclass
 class Target:
     """What a shared scenario runs against, and what it may need to know about it."""
 
-    kind: str  # "node" or "proxy"
+    kind: str  # "node" or "proxy" (also for proxy-juicefs)
     host: str
     port: int
     client: Milvus
@@ -122,6 +167,8 @@ class Target:
     # How long a write the target did not make itself (the rw node's own background flush) may
     # take to reach its searches: none for a node, one topology refresh for the proxy (README).
     foreign_write_lag_s: float = 0.0
+    # Where the segment files are: "local" (a local dir) or "juicefs" (a mount per node).
+    storage: str = "local"
 
     @property
     def addr(self) -> str:
@@ -144,10 +191,16 @@ class Target:
     params=[
         pytest.param("node", id="node"),
         pytest.param("proxy", id="proxy", marks=[pytest.mark.proxy, pytest.mark.cluster]),
+        pytest.param(
+            "proxy-juicefs",
+            id="proxy-juicefs",
+            marks=[pytest.mark.proxy, pytest.mark.cluster, pytest.mark.juicefs],
+        ),
     ]
 )
 def target(request, tmp_path) -> Target:
-    """A standalone node over SQLite, or the proxy in front of `cluster`, both without merges."""
+    """A standalone node over SQLite, the proxy in front of `cluster`, or the proxy in front of
+    `juicefs_cluster` (the same over MariaDB, its segment files on JuiceFS), all without merges."""
     if request.param == "node":
         with running_standalone_node(tmp_path, extra_args=NO_MERGES) as node:
             yield Target(
@@ -158,7 +211,8 @@ def target(request, tmp_path) -> Target:
                 searchable_file_ids=node.searchable_file_ids,
             )
     else:
-        running: Cluster = request.getfixturevalue("cluster")
+        on_juicefs = request.param == "proxy-juicefs"
+        running: Cluster = request.getfixturevalue("juicefs_cluster" if on_juicefs else "cluster")
         yield Target(
             kind="proxy",
             host=running.proxy.host,
@@ -167,4 +221,5 @@ def target(request, tmp_path) -> Target:
             searchable_file_ids=running.searchable_file_ids,
             settle_s=PROXY_SETTLE_S,
             foreign_write_lag_s=PROXY_REFRESH_S,
+            storage="juicefs" if on_juicefs else "local",
         )

@@ -394,14 +394,27 @@ def running_standalone_node(tmp_path: Path, extra_args: Sequence[str] = ()) -> I
         print_log_tails([node.process])
 
 
+CLUSTER_NODES = ("rw", "ro1", "ro2")
+
+
 @contextlib.contextmanager
-def running_cluster(tmp_path: Path, mysql_server: MysqlServer) -> Iterator[Cluster]:
-    """rw node + 2 ro nodes (shared data dir, one fresh MariaDB database) + the proxy."""
+def running_cluster(
+    tmp_path: Path, mysql_server: MysqlServer, data_dirs: dict[str, Path] | None = None
+) -> Iterator[Cluster]:
+    """rw node + 2 ro nodes (shared data dir, one fresh MariaDB database) + the proxy.
+
+    `data_dirs` gives each node of CLUSTER_NODES its path to the one shared data dir (e.g. the
+    same folder of a JuiceFS volume through each node's own mount); the "rw" one is created.
+    Default: tmp_path/data for all three. The metadata is always MariaDB, never on that dir."""
+    if data_dirs is None:
+        shared = tmp_path / "data"
+        data_dirs = {name: shared for name in CLUSTER_NODES}
+    assert set(data_dirs) == set(CLUSTER_NODES), f"one data dir per node: {sorted(data_dirs)}"
+    data_dir = data_dirs["rw"]
+    data_dir.mkdir(parents=True)
     database = f"mishards_e2e_{uuid.uuid4().hex[:12]}"
     mysql_server.execute(f"CREATE DATABASE `{database}`")
     meta_uri = mysql_server.uri(database)
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
     log_dir = tmp_path / "logs"
     node_args = ["--flush-interval", "1s", *NO_MERGES]
 
@@ -411,7 +424,7 @@ def running_cluster(tmp_path: Path, mysql_server: MysqlServer) -> Iterator[Clust
             role=role,
             host=HOST,
             port=free_port(),
-            data_dir=data_dir,
+            data_dir=data_dirs[name],
             meta_uri=meta_uri,
             extra_args=node_args,
             log_dir=log_dir,

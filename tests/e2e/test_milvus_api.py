@@ -1,8 +1,10 @@
-"""The Milvus 1.1 API as pymilvus 1.1.2 sees it, each scenario run against both targets.
+"""The Milvus 1.1 API as pymilvus 1.1.2 sees it, each scenario run against every target.
 
-`target` (conftest.py) is a standalone `mishards node` over SQLite (`[node]`) or the proxy in
-front of one rw and two ro nodes over MariaDB (`[proxy]`, marked `proxy`): a Milvus 1.1 client
-must not be able to tell them apart. Every search is checked against the brute-force oracle.
+`target` (conftest.py) is a standalone `mishards node` over SQLite (`[node]`), the proxy in
+front of one rw and two ro nodes over MariaDB sharing a local data dir (`[proxy]`, marked
+`proxy`), or the same cluster with its data dir on a JuiceFS volume that each node reaches
+through its own mount (`[proxy-juicefs]`, also marked `juicefs`): a Milvus 1.1 client must not
+be able to tell them apart. Every search is checked against the brute-force oracle.
 """
 
 from __future__ import annotations
