@@ -29,6 +29,68 @@ use crate::telemetry::Metrics;
 
 tokio::task_local! {
     static DEADLINE: Instant;
+    static AWAITED: Awaited;
+}
+
+/// The backend nodes the current request is still waiting on, so that the
+/// deadline answer can name them ("still waiting on 10.0.1.1:19530"): the
+/// operator's first question when a write times out is which node hung.
+#[derive(Clone, Default)]
+struct Awaited(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Awaited {
+    fn names(&self) -> Vec<String> {
+        let mut names = self.0.lock().map(|n| n.clone()).unwrap_or_default();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Marks a call to `node` as unanswered until the guard drops (no effect
+/// outside a request, or in a task spawned off it).
+pub fn awaiting(node: &str) -> AwaitingGuard {
+    let awaited = AWAITED.try_with(|a| a.clone()).ok();
+    if let Some(a) = &awaited {
+        if let Ok(mut names) = a.0.lock() {
+            names.push(node.to_string());
+        }
+    }
+    AwaitingGuard {
+        awaited,
+        node: node.to_string(),
+    }
+}
+
+/// See [`awaiting`].
+pub struct AwaitingGuard {
+    awaited: Option<Awaited>,
+    node: String,
+}
+
+impl Drop for AwaitingGuard {
+    fn drop(&mut self) {
+        if let Some(a) = &self.awaited {
+            if let Ok(mut names) = a.0.lock() {
+                if let Some(i) = names.iter().position(|n| *n == self.node) {
+                    names.swap_remove(i);
+                }
+            }
+        }
+    }
+}
+
+/// The deadline answer's text: what timed out, and on which nodes.
+fn expired_message(method: &str, budget: Duration, waiting_on: &[String]) -> String {
+    let mut text = format!(
+        "{method}: no complete answer within the request deadline of {}",
+        humantime::format_duration(budget)
+    );
+    if !waiting_on.is_empty() {
+        text.push_str("; still waiting on ");
+        text.push_str(&waiting_on.join(", "));
+    }
+    text
 }
 
 /// How much later than the request's deadline a backend call gives up.
@@ -196,20 +258,25 @@ where
         let deadline = Instant::now() + budget;
         let metrics = self.metrics.clone();
         let fut = self.inner.call(req);
-        Box::pin(DEADLINE.scope(deadline, async move {
-            match tokio::time::timeout_at(deadline, fut).await {
-                Ok(response) => response,
-                Err(_) => {
-                    metrics.resilience.deadline_exceeded(&method);
-                    tracing::warn!(%method, "request deadline passed; answered DEADLINE_EXCEEDED");
-                    Ok(tonic::Status::deadline_exceeded(format!(
-                        "{method}: no complete answer within the request deadline of {}",
-                        humantime::format_duration(budget)
-                    ))
-                    .into_http())
-                }
+        let awaited = Awaited::default();
+        let names = awaited.clone();
+        let scoped = AWAITED.scope(awaited, DEADLINE.scope(deadline, fut));
+        Box::pin(async move {
+            let mut scoped = std::pin::pin!(scoped);
+            // Not `timeout_at`: it drops the work before the nodes it was
+            // still waiting on can be read.
+            tokio::select! {
+                response = &mut scoped => return response,
+                _ = tokio::time::sleep_until(deadline) => {}
             }
-        }))
+            let waiting_on = names.names();
+            metrics.resilience.deadline_exceeded(&method);
+            tracing::warn!(%method, ?waiting_on, "request deadline passed; answered DEADLINE_EXCEEDED");
+            Ok(
+                tonic::Status::deadline_exceeded(expired_message(&method, budget, &waiting_on))
+                    .into_http(),
+            )
+        })
     }
 }
 
@@ -229,6 +296,32 @@ mod tests {
         assert_eq!(parse_grpc_timeout("12x"), None);
         assert_eq!(parse_grpc_timeout("-1S"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[test]
+    fn the_expired_answer_names_the_nodes_still_awaited() {
+        let awaited = Awaited::default();
+        let names = awaited.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(AWAITED.scope(awaited, async {
+            let _writer = awaiting("10.0.1.1:19530");
+            {
+                let _done = awaiting("10.0.1.2:19530");
+            }
+            let _again = awaiting("10.0.1.1:19530");
+            assert_eq!(names.names(), vec!["10.0.1.1:19530".to_string()]);
+        }));
+        assert!(names.names().is_empty(), "guards remove their node");
+        let text = expired_message("Insert", Duration::from_secs(3), &["10.0.1.1:19530".into()]);
+        assert_eq!(
+            text,
+            "Insert: no complete answer within the request deadline of 3s; still waiting on 10.0.1.1:19530"
+        );
+        assert!(!expired_message("Flush", Duration::from_secs(1), &[]).contains("waiting"));
+        // Outside a request: nothing recorded, nothing panics.
+        drop(awaiting("10.0.1.3:19530"));
     }
 
     #[test]

@@ -406,6 +406,7 @@ impl Backend {
         code_of: impl Fn(&T) -> i32,
     ) -> Result<T, BackendError> {
         let started = Instant::now();
+        let _awaiting = crate::deadline::awaiting(&self.addr);
         self.inflight.inc();
         let _inflight = InflightCall(self.inflight.clone());
         let _inflight = self.stats.begin();
