@@ -2,7 +2,8 @@
 //! real gRPC on 127.0.0.1: nodes as child processes of the binary, one of
 //! them frozen with SIGSTOP; an in-process cluster (writer, three read-only
 //! nodes) and a second proxy whose first read-only node sits behind a TCP
-//! relay the test slows down or freezes. Every search answer is checked
+//! relay the test slows down or freezes; nodes on hosts of their own
+//! (network namespaces) whose links the test cuts. Every search answer is checked
 //! against the brute-force oracle; each scenario is bounded in time and
 //! prints its figures (`cargo test --test resilience -- --nocapture`).
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
@@ -13,11 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::netns::HostCluster;
 use common::processes::{self, ProcessCluster};
 use common::relay::{Mode, Relay};
 use common::*;
 use mishards::config::Config;
 use mishards::proxy::{self, RunningProxy};
+use mishards::wire::{FlushParam, InsertParam, PartitionParam, Status};
 
 const DIM: usize = 16;
 
@@ -326,6 +329,230 @@ async fn sigstopped_reader_is_hedged_ejected_and_back() {
     );
     assert_searches_rode_it_out("sigstop", &run);
     proxy.stop(Duration::from_secs(2)).await.unwrap();
+}
+
+/// The proxy (in this process, over the cluster's MySQL database) in front
+/// of every node of `nodes`, with the timing of the other scenarios.
+async fn proxy_over_hosts(nodes: &HostCluster, tweak: impl FnOnce(&mut Config)) -> RunningProxy {
+    init_logging();
+    let mut config = proxy_config(
+        &nodes.meta_uri,
+        &nodes.writer.addr.to_string(),
+        nodes.reader_addrs(),
+    );
+    config.backends.connect_timeout = Duration::from_secs(1);
+    config.topology.refresh_interval = Duration::from_millis(100);
+    tweak(&mut config);
+    proxy::start(config).await.expect("proxy starts")
+}
+
+/// A read-only node on its own host (network namespace, veth link, its own
+/// JuiceFS mount, MySQL and Redis reached over that link) loses its link for
+/// 10 s of a 20 s load of 8 clients: packets vanish both ways, no reset, no
+/// ICMP. No search fails or is incomplete, none is slower than the largest
+/// hedge delay (1 s) plus 1 s; with the link back, the node gets files again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_link_cut_for_10s_is_hedged_and_back() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let test = "reader_link_cut_for_10s_is_hedged_and_back";
+    let Some(nodes) = HostCluster::start(test, 3).await else {
+        return;
+    };
+    let proxy = proxy_over_hosts(&nodes, |_| {}).await;
+    let mut client = client_of(proxy.addr);
+    create_collection(&mut client, "linkcut", DIM as i64, L2).await;
+    let mut collection = TestCollection::new(client, "hosts", "linkcut", DIM, L2);
+    // 12 files, so every read-only node has a share.
+    let rows = Arc::new(collection.fill(&mut VectorSource::new(7), 12, 200).await);
+    let host = nodes.reader_host(0);
+    let cut_addr = nodes.readers[0].addr.to_string();
+    let run = misbehaving_reader_run(
+        &proxy,
+        &collection,
+        &rows,
+        &cut_addr,
+        || host.cut(),
+        || host.restore(),
+    )
+    .await;
+    eprintln!(
+        "FIGURES reader link cut (host {} at {cut_addr}: blackhole both ways for 10 s of a 20 s \
+         load, 8 clients; nodes on their own hosts and JuiceFS mounts): {run}",
+        host.name
+    );
+    assert_searches_rode_it_out("reader link cut", &run);
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+}
+
+/// The outcome of one write sent while the writer's link was cut.
+struct CutWrite {
+    what: &'static str,
+    took: Duration,
+    answer: String,
+}
+
+/// The writable node's link is cut for the length of three writes while 8
+/// clients search another collection: the searches go on (0 failed, each
+/// checked against the oracle); each write fails within its deadline (3 s
+/// here) with a status naming the writer; every write acknowledged before
+/// the cut is there afterwards, and writes work again once the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writer_link_cut_fails_writes_in_time_and_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let test = "writer_link_cut_fails_writes_in_time_and_loses_nothing";
+    let Some(nodes) = HostCluster::start(test, 2).await else {
+        return;
+    };
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let proxy = proxy_over_hosts(&nodes, |c| c.deadlines.other = DEADLINE).await;
+    let writer = nodes.writer.addr.to_string();
+    let mut client = client_of(proxy.addr);
+    create_collection(&mut client, "searched", DIM as i64, L2).await;
+    create_collection(&mut client, "written", DIM as i64, L2).await;
+    let mut searched = TestCollection::new(client.clone(), "hosts", "searched", DIM, L2);
+    let mut written = TestCollection::new(client.clone(), "hosts", "written", DIM, L2);
+    let mut source = VectorSource::new(17);
+    let rows = Arc::new(searched.fill(&mut source, 8, 200).await);
+    // Acknowledged before the cut: these must all be there afterwards.
+    let acknowledged = written.fill(&mut source, 3, 100).await;
+
+    let load_end = Instant::now() + Duration::from_secs(16);
+    let host = nodes.writer_host();
+    let cut = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        host.cut();
+        let cut_at = Instant::now();
+        let mut outcomes = Vec::new();
+        let vectors = written.vectors(&mut source, 50);
+        let mut c = client.clone();
+        let t = Instant::now();
+        let r = c.insert(insert_param("written", &vectors)).await;
+        outcomes.push(CutWrite {
+            what: "Insert",
+            took: t.elapsed(),
+            answer: answer(&r.map(|r| r.into_inner().status)),
+        });
+        let t = Instant::now();
+        let r = c.flush(flush_param("written")).await;
+        outcomes.push(CutWrite {
+            what: "Flush",
+            took: t.elapsed(),
+            answer: answer(&r.map(|r| Some(r.into_inner()))),
+        });
+        let t = Instant::now();
+        let r = c
+            .create_partition(partition_param("written", "during_cut"))
+            .await;
+        outcomes.push(CutWrite {
+            what: "CreatePartition",
+            took: t.elapsed(),
+            answer: answer(&r.map(|r| Some(r.into_inner()))),
+        });
+        let cut_for = cut_at.elapsed();
+        host.restore();
+        let restored = Instant::now();
+        // Writes work again: the first insert the writer acknowledges.
+        let vectors = written.vectors(&mut source, 50);
+        let mut attempts = 0;
+        let ids = loop {
+            attempts += 1;
+            match c.insert(insert_param("written", &vectors)).await {
+                Ok(r) if code_of(&r.get_ref().status) == 0 => break r.into_inner().vector_id_array,
+                other => {
+                    assert!(
+                        restored.elapsed() < Duration::from_secs(60),
+                        "writes did not work again within 60 s of the link's return: {:?}",
+                        other.map(|r| r.into_inner().status)
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let back_after = restored.elapsed();
+        (outcomes, cut_for, back_after, attempts, vectors, ids)
+    };
+    let (load, (outcomes, cut_for, back_after, attempts, vectors, ids)) =
+        tokio::join!(search_load(&proxy, &searched, &rows, load_end), cut);
+    written.flush().await;
+
+    let sent = load.sent.load(Ordering::Relaxed);
+    let failed = load.failed.load(Ordering::Relaxed);
+    let worst = Duration::from_micros(load.worst_micros.load(Ordering::Relaxed));
+    let writes: Vec<String> = outcomes
+        .iter()
+        .map(|w| format!("{} failed after {:?}: {}", w.what, w.took, w.answer))
+        .collect();
+    eprintln!(
+        "FIGURES writer link cut (host {} at {writer}, cut {cut_for:?}): searches sent {sent}, \
+         failed {failed}, worst latency {worst:?}; {}; writes acknowledged again {back_after:?} \
+         after the link's return ({attempts} attempts)",
+        host.name,
+        writes.join("; ")
+    );
+    assert_eq!(
+        failed, 0,
+        "searches failed while only the writer was cut off"
+    );
+    assert!(sent > 50, "only {sent} searches in 16 s");
+    for w in &outcomes {
+        assert!(
+            w.took < DEADLINE + Duration::from_secs(1),
+            "{} took {:?}, past its {DEADLINE:?} deadline: {}",
+            w.what,
+            w.took,
+            w.answer
+        );
+        assert!(
+            w.answer.contains("error") && w.answer.contains(&writer),
+            "{} did not fail naming the writable node {writer}: {}",
+            w.what,
+            w.answer
+        );
+    }
+    // Nothing acknowledged is lost: each acknowledged row is its own best hit.
+    let mut after = acknowledged.clone();
+    after.add(&ids, &vectors);
+    for (id, vector) in after.rows.iter().step_by(7) {
+        let reply = written.search(&[], std::slice::from_ref(vector), 1).await;
+        assert_eq!(
+            reply.ids.first(),
+            Some(id),
+            "acknowledged row {id} is missing after the cut"
+        );
+    }
+    proxy.stop(Duration::from_secs(2)).await.unwrap();
+}
+
+/// A write's answer as text: `ok`, or `error <code>: <reason>` for a Milvus
+/// status or a gRPC error.
+fn answer(result: &Result<Option<Status>, tonic::Status>) -> String {
+    match result {
+        Ok(status) if code_of(status) == 0 => "ok".to_string(),
+        Ok(Some(s)) => format!("error {}: {}", s.error_code, s.reason),
+        Ok(None) => "ok".to_string(),
+        Err(e) => format!("error gRPC {:?}: {}", e.code(), e.message()),
+    }
+}
+
+fn insert_param(name: &str, vectors: &[Vector]) -> InsertParam {
+    InsertParam {
+        collection_name: name.to_string(),
+        row_record_array: vectors.iter().map(Vector::record).collect(),
+        ..Default::default()
+    }
+}
+
+fn flush_param(name: &str) -> FlushParam {
+    FlushParam {
+        collection_name_array: vec![name.to_string()],
+    }
+}
+
+fn partition_param(name: &str, tag: &str) -> PartitionParam {
+    PartitionParam {
+        collection_name: name.to_string(),
+        tag: tag.to_string(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 //! ([`cluster`]), the Milvus calls a scenario makes ([`calls`]), a handle on
 //! one collection that fills, searches and checks it ([`collection`]), and the
 //! brute-force oracle every search is checked against ([`oracle`]); nodes as
-//! child processes of the binary ([`processes`]), a TCP relay ([`relay`]) and
-//! JuiceFS volumes with a mount per node ([`juicefs`]).
+//! child processes of the binary ([`processes`]), a TCP relay ([`relay`]),
+//! JuiceFS volumes with a mount per node ([`juicefs`]) and hosts on a real
+//! network whose links a test cuts ([`netns`]).
 
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code, unused_imports, unused_macros)]
@@ -12,6 +13,7 @@ pub mod calls;
 pub mod cluster;
 pub mod collection;
 pub mod juicefs;
+pub mod netns;
 pub mod oracle;
 pub mod processes;
 pub mod relay;

@@ -28,8 +28,22 @@ impl ChildServer {
     /// Runs `mishards args...` and waits (up to 60 s) for the stderr line
     /// `<banner> ADDR`; the rest of its stderr is passed on to the test's.
     pub fn spawn(what: &str, args: &[&str], banner: &'static str) -> ChildServer {
-        let mut child = Command::new(MISHARDS)
-            .args(args)
+        Self::spawn_with(&[], what, args, banner)
+    }
+
+    /// [`ChildServer::spawn`] with `prefix` in front of the binary (e.g.
+    /// `nsenter --net=... --`, which execs it: the pid stays the server's).
+    pub fn spawn_with(
+        prefix: &[String],
+        what: &str,
+        args: &[&str],
+        banner: &'static str,
+    ) -> ChildServer {
+        let mut argv: Vec<String> = prefix.to_vec();
+        argv.push(MISHARDS.to_string());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -142,15 +156,28 @@ impl ProcessCluster {
 /// `mishards node --role <role>` on an ephemeral loopback port; no merges,
 /// so every flush stays its own segment file.
 fn node(what: &str, role: &str, data_dir: &Path, meta_uri: &str) -> ChildServer {
+    node_on(&[], "127.0.0.1:0", what, role, data_dir, meta_uri)
+}
+
+/// [`node`] listening on `listen`, run with `prefix` (see [`ChildServer::spawn_with`]).
+pub fn node_on(
+    prefix: &[String],
+    listen: &str,
+    what: &str,
+    role: &str,
+    data_dir: &Path,
+    meta_uri: &str,
+) -> ChildServer {
     let data_dir = data_dir.display().to_string();
-    ChildServer::spawn(
+    ChildServer::spawn_with(
+        prefix,
         what,
         &[
             "node",
             "--role",
             role,
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--data-dir",
             &data_dir,
             "--meta-uri",
