@@ -1,10 +1,11 @@
 //! `mishards demo`: a whole cluster in one process on loopback — SQLite
-//! metadata and segment files under one directory, one writable node, two
-//! read-only nodes, and the proxy on the Milvus port with metrics. Data is
-//! kept between runs. Ctrl-C or SIGTERM stops it cleanly.
+//! metadata under `--dir`, segment files under `--data-dir` (default: the
+//! same directory; a JuiceFS/NFS mount works, the SQLite file stays local),
+//! one writable node, two read-only nodes, and the proxy on the Milvus port
+//! with metrics. Data is kept between runs. Ctrl-C or SIGTERM stops it cleanly.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,21 +17,28 @@ use crate::proxy;
 /// Where and how the demo runs.
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
+    /// The SQLite metadata (`<dir>/db/meta.sqlite`): keep it on a local disk.
     pub dir: PathBuf,
+    /// Where the nodes' segment files go (`<data_dir>/db/tables/...`);
+    /// `None`: `dir`.
+    pub data_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
 }
 
 /// Starts the demo cluster, prints what runs where, and serves until Ctrl-C.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&opts.dir)
-        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
-    let dir = opts.dir.canonicalize()?;
+    let dir = writable_dir(&opts.dir, "--dir (the metadata directory)")?;
+    writable_dir(&dir.join("db"), "--dir (the metadata directory)")?;
+    let data_dir = match &opts.data_dir {
+        Some(d) => writable_dir(d, "--data-dir (the segment files' directory)")?,
+        None => dir.clone(),
+    };
     let meta_uri = format!("sqlite://{}", dir.join("db").join("meta.sqlite").display());
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let mut nodes = Vec::new();
     for role in [Role::Writable, Role::ReadOnly, Role::ReadOnly] {
-        let opts = NodeOptions::new(role, loopback, dir.clone(), meta_uri.clone());
+        let opts = NodeOptions::new(role, loopback, data_dir.clone(), meta_uri.clone());
         nodes.push(node::start(opts).await?);
     }
     let mut config = Config::default();
@@ -43,8 +51,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start the proxy on {}", opts.listen))?;
 
-    println!("mishards demo cluster is up (data in {})", dir.display());
+    if data_dir == dir {
+        println!("mishards demo cluster is up (data in {})", dir.display());
+    } else {
+        println!(
+            "mishards demo cluster is up (metadata in {}, segment files in {})",
+            dir.display(),
+            data_dir.display()
+        );
+    }
     println!("  metadata        {meta_uri}");
+    println!(
+        "  data dir        {} (segment files under db/tables/)",
+        data_dir.display()
+    );
     println!("  writable node   {}", nodes[0].addr);
     for n in &nodes[1..] {
         println!("  read-only node  {}", n.addr);
@@ -78,8 +98,35 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     for n in nodes {
         n.stop().await?;
     }
-    println!("stopped; data kept in {}", dir.display());
+    if data_dir == dir {
+        println!("stopped; data kept in {}", dir.display());
+    } else {
+        println!(
+            "stopped; metadata kept in {}, segment files in {}",
+            dir.display(),
+            data_dir.display()
+        );
+    }
     Ok(())
+}
+
+/// Creates `dir` (and its parents), proves it writable with a probe file,
+/// and returns its canonical path; `what` names the option in the errors.
+fn writable_dir(dir: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{what}: cannot create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{what}: cannot resolve {}", dir.display()))?;
+    if !dir.is_dir() {
+        anyhow::bail!("{what}: {} is not a directory", dir.display());
+    }
+    let probe = dir.join(format!(".mishards-demo-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .with_context(|| format!("{what}: cannot write in {}", dir.display()))?;
+    std::fs::remove_file(&probe)
+        .with_context(|| format!("{what}: cannot remove {}", probe.display()))?;
+    Ok(dir)
 }
 
 /// Ctrl-C, or SIGTERM (what `docker stop` and test harnesses send).

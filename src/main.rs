@@ -59,9 +59,17 @@ enum Command {
     },
     /// Run a demo cluster (1 writable + 2 read-only nodes + the proxy) in one process.
     Demo {
-        /// Data directory (kept between runs).
+        /// Data directory (kept between runs): the SQLite metadata
+        /// (DIR/db/meta.sqlite) and, without --data-dir, the segment files.
         #[arg(long, default_value = "./mishards-demo")]
         dir: PathBuf,
+        /// Where the nodes' segment files go (DATA_DIR/db/tables/; default:
+        /// --dir), e.g. a JuiceFS or NFS mount, while the SQLite metadata stays
+        /// in --dir: keep --dir on a local disk, as SQLite's file locking over
+        /// FUSE/NFS is unreliable (a corrupt or locked database). Use the same
+        /// DATA_DIR on every run of one --dir: the metadata names files under it.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:19530")]
         listen: SocketAddr,
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -220,12 +228,14 @@ async fn main() -> ExitCode {
         }
         Command::Demo {
             dir,
+            data_dir,
             listen,
             metrics_listen,
         } => {
             let (_telemetry, _) = init_logging("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
                 dir,
+                data_dir,
                 listen,
                 metrics_listen,
             })
