@@ -116,9 +116,10 @@ fn every_yaml_and_json_file_of_the_kit_parses() {
             _ => {}
         }
     }
-    // compose, 2 Milvus configs, 2 Prometheus, 2 Grafana provisioning, 6 Kubernetes, 1 dashboard.
+    // compose, 2 Milvus configs, 2 Prometheus, 2 Grafana provisioning, 6 Kubernetes, 1 dashboard;
+    // the JuiceFS compose and 6 Kubernetes files of the JuiceFS set.
     assert!(
-        parsed >= 14,
+        parsed >= 21,
         "only {parsed} YAML/JSON files under examples/deploy"
     );
 }
@@ -616,4 +617,782 @@ async fn the_rust_example_runs_against_a_cluster() {
             .collect()
     };
     assert_eq!(distances(&outcome), distances(&again));
+}
+
+// ---- The deploy kit on a shared JuiceFS volume (examples/deploy/juicefs/,
+// examples/deploy/kubernetes/juicefs/) ----
+
+/// The JuiceFS metadata caches a read-only node of real Milvus 1.x must run
+/// without (it re-reads `deleted_docs`, which Milvus replaces by rename).
+const CACHES_OFF: [&str; 3] = ["attr-cache=0", "entry-cache=0", "dir-entry-cache=0"];
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("not a list: {v:?}"))
+        .iter()
+        .map(|s| s.as_str().unwrap_or_else(|| panic!("not a string: {s:?}")))
+        .collect()
+}
+
+/// A compose service's mounts as (source, target, propagation), short or long syntax.
+fn compose_mounts(service: &Value) -> Vec<(String, String, Option<String>)> {
+    service["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|m| match m.as_str() {
+            Some(short) => {
+                let mut parts = short.split(':');
+                let source = parts.next().unwrap().to_string();
+                let target = parts
+                    .next()
+                    .unwrap_or_else(|| panic!("{short}"))
+                    .to_string();
+                (source, target, None)
+            }
+            None => (
+                str_at(m, &["source"]).to_string(),
+                str_at(m, &["target"]).to_string(),
+                m["bind"]["propagation"].as_str().map(str::to_string),
+            ),
+        })
+        .collect()
+}
+
+/// `--name=value` or `--name value` of a flag list, as "name=value" (bare
+/// flags: "name"; positional arguments as they are).
+fn normalized_flags(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let Some(flag) = args[i].strip_prefix("--") else {
+            out.push(args[i].to_string()); // a positional argument
+            i += 1;
+            continue;
+        };
+        if flag.contains('=') || i + 1 >= args.len() || args[i + 1].starts_with('-') {
+            out.push(flag.to_string());
+            i += 1;
+        } else {
+            out.push(format!("{flag}={}", args[i + 1]));
+            i += 2;
+        }
+    }
+    out
+}
+
+/// The number of a `cache-size=N` option (MiB), if any.
+fn cache_size(options: &[String]) -> Option<u64> {
+    options
+        .iter()
+        .find_map(|o| o.strip_prefix("cache-size="))
+        .map(|n| n.parse().unwrap_or_else(|e| panic!("cache-size={n}: {e}")))
+}
+
+/// The JuiceFS client tests use (`MISHARDS_JUICEFS`, else `.venv/bin/juicefs`).
+fn juicefs_client() -> Option<PathBuf> {
+    std::env::var_os("MISHARDS_JUICEFS")
+        .map(PathBuf::from)
+        .or_else(|| Some(repo().join(".venv/bin/juicefs")).filter(|p| p.is_file()))
+}
+
+/// Every flag of `options` is one `juicefs <command> --help` documents (when
+/// the client is installed here): a misspelt option would fail the mount.
+fn assert_juicefs_knows(command: &str, options: &[String]) {
+    let Some(juicefs) = juicefs_client() else {
+        eprintln!("SKIPPED: no juicefs client to check `juicefs {command}` options against");
+        return;
+    };
+    let help = Command::new(&juicefs)
+        .args([command, "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in options {
+        let name = option.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("--{name} ")),
+            "`juicefs {command}` has no --{name}"
+        );
+    }
+}
+
+#[test]
+fn juicefs_compose_mounts_the_volume_once_per_node_with_the_options_of_its_role() {
+    let dir = deploy("juicefs");
+    let mut compose = yaml(&dir.join("docker-compose.yml"));
+    compose.apply_merge().unwrap();
+    let services = &compose["services"];
+    let base = yaml(&deploy("docker-compose.yml"));
+    for name in base["services"].as_mapping().unwrap().keys() {
+        let name = name.as_str().unwrap();
+        assert!(
+            services[name].is_mapping(),
+            "service {name} of the base kit missing"
+        );
+    }
+    for name in ["redis", "minio", "jfs-format"] {
+        assert!(services[name].is_mapping(), "service {name} missing");
+    }
+
+    // The one-shot format: the volume every client mounts, trash off.
+    let format = &services["jfs-format"];
+    assert_eq!(str_at(format, &["restart"]), "no");
+    let format_script = strings(&format["command"]).join(" ");
+    assert!(format_script.contains("juicefs format"), "{format_script}");
+    let format_args: Vec<&str> = format_script
+        .split("juicefs format")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let format_options = normalized_flags(&format_args);
+    assert!(
+        format_options.iter().any(|o| o == "trash-days=0"),
+        "{format_options:?}"
+    );
+    let meta_url = format_args
+        .iter()
+        .find(|a| a.starts_with("redis://"))
+        .expect("the format names a Redis metadata URL")
+        .to_string();
+    let redis_host = meta_url
+        .trim_start_matches("redis://")
+        .split([':', '/'])
+        .next()
+        .unwrap();
+    assert!(services[redis_host].is_mapping(), "{meta_url}");
+    let redis_command = strings(&services["redis"]["command"]).join(" ");
+    assert!(redis_command.contains("--maxmemory-policy noeviction"));
+    assert!(redis_command.contains("--appendonly yes"));
+    assert_juicefs_knows(
+        "format",
+        &format_options
+            .iter()
+            .filter(|o| o.contains('='))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+
+    let mishards = toml_file(&deploy("mishards.toml"));
+    let mut node_sources = HashSet::new();
+    let mut cache_volumes = HashSet::new();
+    let mut reader_cache = Vec::new();
+    for (node, role) in [
+        ("milvus-rw", "rw"),
+        ("milvus-ro-1", "ro"),
+        ("milvus-ro-2", "ro"),
+    ] {
+        let s = &services[node];
+        assert_eq!(
+            s["image"], base["services"][node]["image"],
+            "{node}: same Milvus"
+        );
+        let mounts = compose_mounts(s);
+        let (config_source, _, _) = mounts
+            .iter()
+            .find(|(_, t, _)| t == "/var/lib/milvus/conf/server_config.yaml")
+            .unwrap_or_else(|| panic!("{node} mounts no server_config.yaml"));
+        let config = yaml(&dir.join(config_source));
+        assert_eq!(str_at(&config, &["cluster", "role"]), role, "{node}");
+        assert_eq!(config["network"]["bind.port"].as_i64(), Some(19530));
+        assert_eq!(config["network"]["http.port"].as_i64(), Some(19121));
+        assert_eq!(
+            str_at(&config, &["general", "meta_uri"]),
+            mishards["meta"]["uri"].as_str().unwrap()
+        );
+        let storage = str_at(&config, &["storage", "path"]);
+        let (storage_source, _, _) = mounts
+            .iter()
+            .find(|(_, t, _)| t == storage)
+            .unwrap_or_else(|| panic!("{node}: storage.path {storage} is not a mount"));
+        assert!(
+            storage_source.starts_with("./"),
+            "{node}: storage.path from a host directory its client mounts, not {storage_source}"
+        );
+        assert!(
+            node_sources.insert(storage_source.clone()),
+            "{node} shares {storage_source} with another node: one mount per node"
+        );
+
+        // Its own client, started (and healthy) before it.
+        let client_name = format!("jfs-{node}");
+        assert_eq!(
+            str_at(&s["depends_on"][client_name.as_str()], &["condition"]),
+            "service_healthy",
+            "{node} waits for its mount"
+        );
+        let client = &services[client_name.as_str()];
+        assert!(str_at(client, &["image"]).starts_with("juicedata/mount:"));
+        assert_eq!(
+            str_at(&client["depends_on"]["jfs-format"], &["condition"]),
+            "service_completed_successfully"
+        );
+        assert!(strings(&client["devices"]).contains(&"/dev/fuse"));
+        assert!(strings(&client["cap_add"]).contains(&"SYS_ADMIN"));
+        let entrypoint = strings(&client["entrypoint"]).join(" ");
+        let after_mount = entrypoint
+            .split("juicefs mount")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{client_name} runs no `juicefs mount`: {entrypoint}"));
+        assert!(
+            after_mount.contains(&meta_url),
+            "{client_name}: the one volume"
+        );
+        let mount_point = after_mount.split_whitespace().nth(2).unwrap();
+        assert!(
+            format!("{:?}", client["healthcheck"]).contains(mount_point),
+            "{client_name}: the healthcheck looks at {mount_point}"
+        );
+        // The client's FUSE mount propagates to the host directory the node binds.
+        let client_mounts = compose_mounts(client);
+        let (host_dir, target, propagation) = client_mounts
+            .iter()
+            .find(|(_, t, p)| mount_point.starts_with(t.as_str()) && p.is_some())
+            .unwrap_or_else(|| panic!("{client_name}: no propagated bind above {mount_point}"));
+        assert_eq!(propagation.as_deref(), Some("rshared"), "{client_name}");
+        assert_eq!(
+            format!("{host_dir}{}", &mount_point[target.len()..]),
+            *storage_source,
+            "{node} binds what {client_name} mounts"
+        );
+        // Its own local cache.
+        let options = normalized_flags(&strings(&client["command"]));
+        let cache_dir = options
+            .iter()
+            .find_map(|o| o.strip_prefix("cache-dir="))
+            .unwrap_or_else(|| panic!("{client_name}: no --cache-dir"));
+        let (cache_volume, _, _) = client_mounts
+            .iter()
+            .find(|(_, t, _)| t == cache_dir)
+            .unwrap_or_else(|| panic!("{client_name}: {cache_dir} is not a volume"));
+        assert!(cache_volumes.insert(cache_volume.clone()), "{cache_volume}");
+        assert!(
+            compose["volumes"]
+                .as_mapping()
+                .unwrap()
+                .contains_key(cache_volume.as_str()),
+            "{cache_volume} is a named volume"
+        );
+
+        // The options of its role.
+        assert!(
+            !format!("{entrypoint} {options:?}").contains("writeback"),
+            "{client_name}: never --writeback"
+        );
+        let size = cache_size(&options).unwrap_or_else(|| panic!("{client_name}: --cache-size"));
+        match role {
+            "ro" => {
+                for wanted in CACHES_OFF {
+                    assert!(
+                        options.iter().any(|o| o == wanted),
+                        "{client_name}: --{wanted} (real Milvus 1.x read-only node): {options:?}"
+                    );
+                }
+                reader_cache.push(size);
+            }
+            _ => {
+                for off in CACHES_OFF {
+                    assert!(
+                        !options.iter().any(|o| o == off),
+                        "{client_name}: the writer keeps the default caches"
+                    );
+                }
+            }
+        }
+        assert_juicefs_knows("mount", &options);
+    }
+    assert!(
+        reader_cache.iter().all(|&mib| mib >= 10 * 1024),
+        "readers cache the hot segments: {reader_cache:?} MiB"
+    );
+
+    // mishards: the base kit's config, which names these services and passes check-config.
+    let proxy_mounts = compose_mounts(&services["mishards"]);
+    let (config_source, _, _) = proxy_mounts
+        .iter()
+        .find(|(_, t, _)| t == "/etc/mishards/mishards.toml")
+        .expect("mishards mounts its config");
+    let config_path = dir.join(config_source);
+    let (ok, output) = check_config(&config_path);
+    assert!(ok, "{}: {output}", config_path.display());
+    let config = toml_file(&config_path);
+    let mut backends = vec![config["backends"]["writable"].as_str().unwrap()];
+    backends.extend(
+        config["backends"]["readonly"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap()),
+    );
+    assert_eq!(
+        backends,
+        ["milvus-rw:19530", "milvus-ro-1:19530", "milvus-ro-2:19530"]
+    );
+    // Published ports as in the base kit.
+    for name in ["mishards", "prometheus", "grafana"] {
+        assert_eq!(
+            services[name]["ports"], base["services"][name]["ports"],
+            "{name}"
+        );
+    }
+    let build = &services["mishards"]["build"];
+    assert!(dir
+        .join(str_at(build, &["context"]))
+        .join(str_at(build, &["dockerfile"]))
+        .exists());
+    // Every file or directory it mounts from the repository exists.
+    for service in services.as_mapping().unwrap().values() {
+        for (source, _, _) in compose_mounts(service) {
+            if source.starts_with("../") {
+                assert!(
+                    dir.join(&source).exists(),
+                    "{source} is mounted but missing"
+                );
+            }
+        }
+    }
+    assert!(dir.join("README.md").exists());
+}
+
+/// `kubectl kustomize DIR` builds (when kubectl is installed).
+fn assert_kustomize_builds(dir: &Path) {
+    let Ok(out) = Command::new("kubectl").arg("kustomize").arg(dir).output() else {
+        eprintln!(
+            "SKIPPED: kubectl is not installed: {} not built",
+            dir.display()
+        );
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn juicefs_kubernetes_nodes_mount_a_rwx_juicefs_claim_per_role_with_its_options() {
+    let dir = deploy("kubernetes/juicefs");
+    let kustomization = yaml(&dir.join("kustomization.yaml"));
+    assert_eq!(str_at(&kustomization, &["namespace"]), "milvus");
+    let mut docs = Vec::new();
+    for resource in strings(&kustomization["resources"]) {
+        docs.extend(yaml_documents(&dir.join(resource)));
+    }
+    let named = |kind: &str, name: &str| -> &Value {
+        docs.iter()
+            .find(|d| {
+                d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+
+    // The StorageClass of the JuiceFS CSI driver and the Secret it names.
+    let class = named("StorageClass", "juicefs-sc");
+    assert_eq!(str_at(class, &["provisioner"]), "csi.juicefs.com");
+    assert_eq!(str_at(class, &["reclaimPolicy"]), "Retain");
+    let parameters = &class["parameters"];
+    for stage in ["provisioner", "node-publish"] {
+        let secret = str_at(
+            parameters,
+            &[format!("csi.storage.k8s.io/{stage}-secret-name").as_str()],
+        );
+        let namespace = str_at(
+            parameters,
+            &[format!("csi.storage.k8s.io/{stage}-secret-namespace").as_str()],
+        );
+        assert_eq!((secret, namespace), ("juicefs-secret", "milvus"));
+    }
+    let class_options = strings(&class["mountOptions"]);
+    for wanted in CACHES_OFF {
+        assert!(
+            class_options.contains(&wanted),
+            "a provisioned volume is safe for a reader"
+        );
+    }
+    let secret = named("Secret", "juicefs-secret");
+    for key in ["name", "metaurl", "storage", "bucket"] {
+        assert!(
+            secret["stringData"][key].is_string(),
+            "juicefs-secret has no {key}"
+        );
+    }
+    assert!(str_at(secret, &["stringData", "format-options"]).contains("trash-days=0"));
+
+    // mishards (../configmap.yaml) finds the nodes through these Services.
+    let base_config_map = yaml_documents(&deploy("kubernetes/configmap.yaml"));
+    let mishards_toml = str_at(&base_config_map[0], &["data", "mishards.toml"]);
+    let mishards: toml::Value = toml::from_str(mishards_toml).unwrap();
+    let writable = mishards["backends"]["writable"].as_str().unwrap();
+    let (writable_host, writable_port) = writable.rsplit_once(':').unwrap();
+    let discovery = &mishards["discovery"];
+    let discovered = discovery["label_selector"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("kubernetes.io/service-name=")
+        .unwrap();
+    let port_name = discovery["port"].as_str().unwrap();
+
+    let config_secret = named("Secret", "milvus-server-config");
+    let mut volume_handles = HashSet::new();
+    let mut subdirs = BTreeSet::new();
+    for (kind, name, role, service) in [
+        (
+            "StatefulSet",
+            "milvus-rw",
+            "rw",
+            writable_host.split('.').next().unwrap(),
+        ),
+        ("Deployment", "milvus-ro", "ro", discovered),
+    ] {
+        let workload = named(kind, name);
+        let replicas = workload["spec"]["replicas"].as_i64().unwrap();
+        match role {
+            "rw" => assert_eq!(replicas, 1, "exactly one writable node"),
+            _ => assert!(replicas >= 2, "{name}: {replicas} read-only replicas"),
+        }
+        let pod = &workload["spec"]["template"];
+        let labels = &pod["metadata"]["labels"];
+        assert_eq!(&workload["spec"]["selector"]["matchLabels"], labels);
+        let container = &pod["spec"]["containers"][0];
+        assert!(str_at(container, &["image"]).starts_with("milvusdb/milvus:1.1."));
+        let grpc = container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"].as_str() == Some("grpc"))
+            .unwrap_or_else(|| panic!("{name}: no port grpc"));
+        assert_eq!(grpc["containerPort"].as_i64(), Some(19530));
+
+        // Its server_config.yaml, from the Secret.
+        let mount_at = |path: &str| -> &Value {
+            container["volumeMounts"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|m| m["mountPath"].as_str() == Some(path))
+                .unwrap_or_else(|| panic!("{name}: nothing mounted at {path}"))
+        };
+        let volume = |volume_name: &str| -> &Value {
+            pod["spec"]["volumes"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"].as_str() == Some(volume_name))
+                .unwrap_or_else(|| panic!("{name}: no volume {volume_name}"))
+        };
+        let config_mount = mount_at("/var/lib/milvus/conf/server_config.yaml");
+        assert_eq!(
+            str_at(
+                volume(str_at(config_mount, &["name"])),
+                &["secret", "secretName"]
+            ),
+            "milvus-server-config"
+        );
+        let config: Value = serde_yaml::from_str(str_at(
+            config_secret,
+            &["stringData", str_at(config_mount, &["subPath"])],
+        ))
+        .unwrap();
+        assert_eq!(config["cluster"]["enable"].as_bool(), Some(true));
+        assert_eq!(str_at(&config, &["cluster", "role"]), role, "{name}");
+        assert_eq!(config["network"]["bind.port"].as_i64(), Some(19530));
+        let meta = |uri: &str| uri.rsplit_once('@').unwrap().1.to_string();
+        assert_eq!(
+            meta(str_at(&config, &["general", "meta_uri"])),
+            meta(mishards["meta"]["uri"].as_str().unwrap()),
+            "{name} and mishards share the metadata database"
+        );
+
+        // storage.path is a ReadWriteMany claim of juicefs-sc, bound to its role's PV.
+        let shared = mount_at(str_at(&config, &["storage", "path"]));
+        let claim_name = str_at(
+            volume(str_at(shared, &["name"])),
+            &["persistentVolumeClaim", "claimName"],
+        );
+        let claim = named("PersistentVolumeClaim", claim_name);
+        assert_eq!(strings(&claim["spec"]["accessModes"]), ["ReadWriteMany"]);
+        assert_eq!(str_at(claim, &["spec", "storageClassName"]), "juicefs-sc");
+        let pv = named("PersistentVolume", str_at(claim, &["spec", "volumeName"]));
+        assert_eq!(strings(&pv["spec"]["accessModes"]), ["ReadWriteMany"]);
+        assert_eq!(str_at(pv, &["spec", "storageClassName"]), "juicefs-sc");
+        assert_eq!(str_at(pv, &["spec", "claimRef", "name"]), claim_name);
+        assert_eq!(str_at(pv, &["spec", "claimRef", "namespace"]), "milvus");
+        assert_eq!(
+            str_at(pv, &["spec", "persistentVolumeReclaimPolicy"]),
+            "Retain"
+        );
+        let csi = &pv["spec"]["csi"];
+        assert_eq!(str_at(csi, &["driver"]), "csi.juicefs.com");
+        assert_eq!(
+            str_at(csi, &["nodePublishSecretRef", "name"]),
+            "juicefs-secret"
+        );
+        assert!(volume_handles.insert(str_at(csi, &["volumeHandle"]).to_string()));
+        let options: Vec<String> = strings(&pv["spec"]["mountOptions"])
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        subdirs.insert(
+            options
+                .iter()
+                .find(|o| o.starts_with("subdir="))
+                .cloned()
+                .unwrap_or_default(),
+        );
+        assert!(
+            !options.iter().any(|o| o.contains("writeback")),
+            "{name}: never writeback"
+        );
+        assert!(cache_size(&options).is_some(), "{name}: cache-size");
+        if role == "ro" {
+            for wanted in CACHES_OFF {
+                assert!(options.iter().any(|o| o == wanted), "{name}: {wanted}");
+            }
+        }
+        assert_juicefs_knows(
+            "mount",
+            &options
+                .iter()
+                .filter(|o| !o.starts_with("subdir="))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+
+        // The Service mishards uses selects these pods on the port it names.
+        let svc = named("Service", service);
+        for (k, v) in svc["spec"]["selector"].as_mapping().unwrap() {
+            assert_eq!(&labels[k.as_str().unwrap()], v, "{service} selects {name}");
+        }
+        let ports = svc["spec"]["ports"].as_sequence().unwrap();
+        let port = ports
+            .iter()
+            .find(|p| p["name"].as_str() == Some(port_name))
+            .unwrap_or_else(|| panic!("{service}: no port named {port_name}"));
+        assert_eq!(port["port"].as_i64(), Some(19530));
+        assert_eq!(str_at(port, &["targetPort"]), "grpc");
+        if role == "rw" {
+            assert_eq!(writable_port, "19530");
+            assert_eq!(writable_host, format!("{service}.milvus.svc"));
+        }
+    }
+    assert_eq!(
+        subdirs.len(),
+        1,
+        "both roles see one directory: {subdirs:?}"
+    );
+    // The writable node's WAL survives restarts.
+    let writer = named("StatefulSet", "milvus-rw");
+    assert_eq!(
+        str_at(
+            &writer["spec"]["volumeClaimTemplates"][0],
+            &["metadata", "name"]
+        ),
+        "wal"
+    );
+
+    // The mishards config this set is used with passes check-config.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mishards.toml");
+    std::fs::write(&path, mishards_toml).unwrap();
+    assert_discovery_config("../configmap.yaml with the JuiceFS nodes", &path);
+    assert_kustomize_builds(&dir);
+    assert_kustomize_builds(&deploy("kubernetes"));
+}
+
+// ---- `mishards demo --data-dir` ----
+
+/// A `mishards demo` child process on ephemeral ports (`--listen
+/// 127.0.0.1:0`: the banner names the ports it got), killed when dropped.
+struct Demo {
+    child: std::process::Child,
+    stdout: std::sync::mpsc::Receiver<String>,
+    banner: Vec<String>,
+    proxy: std::net::SocketAddr,
+}
+
+impl Demo {
+    fn start(args: &[&std::ffi::OsStr]) -> Demo {
+        use std::io::BufRead;
+        let mut child = Command::new(mishards_bin())
+            .arg("demo")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, stdout) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let proxy = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match stdout.recv_timeout(left) {
+                Ok(line) => {
+                    let addr = line
+                        .strip_prefix("  proxy (Milvus)")
+                        .map(|a| a.trim().parse().unwrap());
+                    banner.push(line);
+                    if let Some(addr) = addr {
+                        break addr;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "the demo printed no proxy address: {banner:?} ({:?})",
+                        child.wait()
+                    );
+                }
+            }
+        };
+        Demo {
+            child,
+            stdout,
+            banner,
+            proxy,
+        }
+    }
+
+    /// SIGTERM, then the rest of its stdout once it exited (cleanly).
+    fn stop(mut self) -> Vec<String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "the demo stopped with {exit}");
+        self.stdout.try_iter().collect()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_keeps_sqlite_metadata_in_dir_and_segment_files_in_data_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let meta_dir = root.path().join("meta");
+    let data_dir = root.path().join("shared").join("segments");
+    let demo = Demo::start(&[
+        "--dir".as_ref(),
+        meta_dir.as_os_str(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ]);
+    let (meta_dir, data_dir) = (
+        meta_dir.canonicalize().unwrap(),
+        data_dir.canonicalize().unwrap(),
+    );
+    let banner = demo.banner.join("\n");
+    assert!(
+        banner.contains(&format!(
+            "metadata        sqlite://{}",
+            meta_dir.join("db/meta.sqlite").display()
+        )),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("data dir        {} ", data_dir.display())),
+        "{banner}"
+    );
+
+    // Insert, flush, search through the demo's proxy.
+    let mut client = common::client_of(demo.proxy);
+    let name = "demo_data_dir";
+    common::create_collection(&mut client, name, 8, common::L2).await;
+    let vectors = common::VectorSource::new(7).floats(500, 8);
+    let ids = common::insert(&mut client, name, "", &vectors).await;
+    common::flush(&mut client, name).await;
+    let reply = common::search(&mut client, name, &[], &vectors[..3], 5).await;
+    assert_eq!(reply.row_num, 3);
+    for (q, id) in ids[..3].iter().enumerate() {
+        assert_eq!(reply.ids[q * 5], *id, "a stored vector finds itself first");
+        assert_eq!(reply.distances[q * 5], 0.0);
+    }
+    let route = common::route(&mut client, name).await;
+    assert!(route.files >= 1, "the flush made a segment file");
+    let after = demo.stop();
+    assert!(
+        after.iter().any(|l| l.contains(&format!(
+            "metadata kept in {}, segment files in {}",
+            meta_dir.display(),
+            data_dir.display()
+        ))),
+        "{after:?}"
+    );
+
+    // The segment files are under --data-dir, the SQLite file under --dir, and
+    // neither holds the other's.
+    let mut segment_files = Vec::new();
+    files_under(&data_dir.join("db").join("tables"), &mut segment_files);
+    assert!(
+        !segment_files.is_empty(),
+        "no segment files under {}",
+        data_dir.display()
+    );
+    assert!(meta_dir.join("db/meta.sqlite").is_file());
+    assert!(
+        !meta_dir.join("db/tables").exists(),
+        "segment files under --dir"
+    );
+    let mut data_files = Vec::new();
+    files_under(&data_dir, &mut data_files);
+    assert!(
+        data_files
+            .iter()
+            .all(|f| !f.to_string_lossy().contains("meta.sqlite")),
+        "SQLite files under --data-dir: {data_files:?}"
+    );
+}
+
+#[test]
+fn demo_names_the_data_dir_it_cannot_create() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = Command::new(mishards_bin())
+        .arg("demo")
+        .arg("--dir")
+        .arg(root.path().join("meta"))
+        .arg("--data-dir")
+        .arg(file.join("segments"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--data-dir") && stderr.contains("cannot create"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&file.join("segments").display().to_string()),
+        "{stderr}"
+    );
+
+    let help = Command::new(mishards_bin())
+        .args(["demo", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--data-dir") && help.contains("FUSE/NFS"),
+        "{help}"
+    );
 }
