@@ -6,7 +6,12 @@
 //! is exported by a running proxy; the rules pass `promtool check rules`
 //! (when promtool is installed); the binary answers `--version`; the example
 //! configs pass `mishards check-config`; and the Rust example runs against an
-//! in-process cluster. (The pymilvus quickstart runs in tests/e2e.)
+//! in-process cluster. The JuiceFS variants (`examples/deploy/juicefs/`,
+//! `examples/deploy/kubernetes/juicefs/`) are checked for one mount per node
+//! and the mount options of each role (against `juicefs mount --help` and with
+//! `kubectl kustomize` when those are installed), and `mishards demo --dir A
+//! --data-dir B` runs with its segment files under B. (The pymilvus
+//! quickstart runs in tests/e2e.)
 #![allow(clippy::unwrap_used)] // tests unwrap their own fixtures
 
 mod common;
