@@ -319,6 +319,11 @@ async fn proxy_through(
     config.backends.connect_timeout = Duration::from_secs(2);
     config.topology.refresh_interval = Duration::from_millis(100);
     config.backend_tls = tls;
+    // The wrong-CA phase fails calls in a row, and each ejection in a row
+    // doubles the time out (5 s, 10 s, 20 s by default): short here, so the
+    // nodes' return after the CA fix is bounded by the probe, not by luck.
+    config.slow_nodes.eject_backoff = Duration::from_millis(200);
+    config.slow_nodes.eject_max_backoff = Duration::from_secs(1);
     proxy::start(config).await.unwrap()
 }
 
@@ -440,7 +445,8 @@ async fn tls_and_mutual_tls_to_the_backends() {
     let ca_reload_took = fixed.elapsed();
     // Inserts through TLS to the writer; more files so both read-only nodes get some.
     let mut collection = collection.through(client.clone());
-    rows.extend(collection.fill(&mut source, 5, 100).await);
+    // 10 files: all on one node of two is a 1-in-512 chance.
+    rows.extend(collection.fill(&mut source, 10, 100).await);
     // Searches through TLS to the read-only nodes; the health probe may
     // still have one down after the wrong-CA phase: bounded wait.
     let searching = Instant::now();
@@ -453,8 +459,17 @@ async fn tls_and_mutual_tls_to_the_backends() {
         }
         assert!(
             searching.elapsed() < Duration::from_secs(15),
-            "a read-only node answered no part: {:?}",
-            parts_answered(&proxy, &tls_only)
+            "a read-only node answered no part: {:?}; backend state:\n{}",
+            parts_answered(&proxy, &tls_only),
+            proxy
+                .metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("mishards_backend_up")
+                    || l.starts_with("mishards_backend_ejected")
+                    || l.starts_with("mishards_topology_files"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
