@@ -47,32 +47,29 @@ impl Awaited {
     }
 }
 
-/// Marks a call to `node` as unanswered until the guard drops (no effect
-/// outside a request, or in a task spawned off it).
-pub fn awaiting(node: &str) -> AwaitingGuard {
+/// Marks a call to `node` as unanswered until the guard drops (no effect,
+/// and no allocation, outside a request or in a task spawned off it).
+pub fn awaiting(node: &str) -> AwaitingGuard<'_> {
     let awaited = AWAITED.try_with(|a| a.clone()).ok();
     if let Some(a) = &awaited {
         if let Ok(mut names) = a.0.lock() {
             names.push(node.to_string());
         }
     }
-    AwaitingGuard {
-        awaited,
-        node: node.to_string(),
-    }
+    AwaitingGuard { awaited, node }
 }
 
 /// See [`awaiting`].
-pub struct AwaitingGuard {
+pub struct AwaitingGuard<'a> {
     awaited: Option<Awaited>,
-    node: String,
+    node: &'a str,
 }
 
-impl Drop for AwaitingGuard {
+impl Drop for AwaitingGuard<'_> {
     fn drop(&mut self) {
         if let Some(a) = &self.awaited {
             if let Ok(mut names) = a.0.lock() {
-                if let Some(i) = names.iter().position(|n| *n == self.node) {
+                if let Some(i) = names.iter().position(|n| n == self.node) {
                     names.swap_remove(i);
                 }
             }
