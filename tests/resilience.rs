@@ -37,6 +37,22 @@ async fn filled_cluster(name: &str) -> (Cluster, TestCollection, Arc<Rows>) {
     (cluster, collection, rows)
 }
 
+/// A proxy over `meta_uri` in front of `writer` and `readonly`, with the
+/// timing every scenario here uses (1 s connect timeout, topology refreshed
+/// every 100 ms), then `tweak`.
+async fn proxy_with(
+    meta_uri: &str,
+    writer: &str,
+    readonly: Vec<String>,
+    tweak: impl FnOnce(&mut Config),
+) -> RunningProxy {
+    let mut config = proxy_config(meta_uri, writer, readonly);
+    config.backends.connect_timeout = Duration::from_secs(1);
+    config.topology.refresh_interval = Duration::from_millis(100);
+    tweak(&mut config);
+    proxy::start(config).await.expect("proxy starts")
+}
+
 /// A second proxy over the cluster, whose read-only nodes are `readonly`.
 async fn proxy_over(
     cluster: &Cluster,
@@ -44,11 +60,7 @@ async fn proxy_over(
     tweak: impl FnOnce(&mut Config),
 ) -> RunningProxy {
     let writer = cluster.writer.as_ref().unwrap().addr.to_string();
-    let mut config = proxy_config(&cluster.meta_uri, &writer, readonly);
-    config.backends.connect_timeout = Duration::from_secs(1);
-    config.topology.refresh_interval = Duration::from_millis(100);
-    tweak(&mut config);
-    proxy::start(config).await.expect("proxy starts")
+    proxy_with(&cluster.meta_uri, &writer, readonly, tweak).await
 }
 
 fn ok_searches_on(proxy: &RunningProxy, backend: &str) -> f64 {
@@ -298,14 +310,8 @@ async fn sigstopped_reader_is_hedged_ejected_and_back() {
         return;
     };
     init_logging();
-    let mut config = proxy_config(
-        &nodes.meta_uri,
-        &nodes.writer.addr.to_string(),
-        nodes.reader_addrs(),
-    );
-    config.backends.connect_timeout = Duration::from_secs(1);
-    config.topology.refresh_interval = Duration::from_millis(100);
-    let proxy = proxy::start(config).await.expect("proxy starts");
+    let writer = nodes.writer.addr.to_string();
+    let proxy = proxy_with(&nodes.meta_uri, &writer, nodes.reader_addrs(), |_| {}).await;
     let mut client = client_of(proxy.addr);
     create_collection(&mut client, "sigstop", DIM as i64, L2).await;
     let mut collection = TestCollection::new(client, "mysql", "sigstop", DIM, L2);
@@ -332,18 +338,11 @@ async fn sigstopped_reader_is_hedged_ejected_and_back() {
 }
 
 /// The proxy (in this process, over the cluster's MySQL database) in front
-/// of every node of `nodes`, with the timing of the other scenarios.
+/// of every node of `nodes` (see [`proxy_with`]).
 async fn proxy_over_hosts(nodes: &HostCluster, tweak: impl FnOnce(&mut Config)) -> RunningProxy {
     init_logging();
-    let mut config = proxy_config(
-        &nodes.meta_uri,
-        &nodes.writer.addr.to_string(),
-        nodes.reader_addrs(),
-    );
-    config.backends.connect_timeout = Duration::from_secs(1);
-    config.topology.refresh_interval = Duration::from_millis(100);
-    tweak(&mut config);
-    proxy::start(config).await.expect("proxy starts")
+    let writer = nodes.writer.addr.to_string();
+    proxy_with(&nodes.meta_uri, &writer, nodes.reader_addrs(), tweak).await
 }
 
 /// A read-only node on its own host (network namespace, veth link, its own
