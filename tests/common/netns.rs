@@ -194,26 +194,22 @@ impl Drop for Host {
 }
 
 fn ip(test: &str, args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{test}: cannot run ip: {e}"));
-    assert!(
-        out.status.success(),
-        "{test}: ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    run_tool(test, "ip", args);
 }
 
 fn tc(args: &[&str]) {
-    let out = Command::new("tc")
+    run_tool("link", "tc", args);
+}
+
+/// Runs `tool args...`, panicking with its stderr when it fails.
+fn run_tool(test: &str, tool: &str, args: &[&str]) {
+    let out = Command::new(tool)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run tc: {e}"));
+        .unwrap_or_else(|e| panic!("{test}: cannot run {tool}: {e}"));
     assert!(
         out.status.success(),
-        "tc {} failed: {}",
+        "{test}: {tool} {} failed: {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
