@@ -15,6 +15,7 @@ use crate::partition;
 use crate::status::{MilvusError, MilvusResult};
 use crate::types::{FileType, MetricType};
 use crate::validate::{self, VectorData};
+use crate::wire::ErrorCode;
 
 impl Engine {
     /// Searchable files of the partitions `tags` select.
@@ -92,6 +93,16 @@ impl Engine {
             return Err(MilvusError::unexpected(format!(
                 "Invalid file id: none of {file_ids:?} exists in the metadata"
             )));
+        }
+        // A named file whose row is gone was cleaned up after the caller
+        // planned: answering without it would be a silently partial result.
+        // FILE_NOT_FOUND makes the proxy plan again from fresh metadata.
+        let gone = missing_ids(&ids, &found);
+        if !gone.is_empty() {
+            return Err(MilvusError::new(
+                ErrorCode::FileNotFound,
+                format!("file ids {gone:?} are not in the metadata (cleaned up after a merge, compaction or drop?)"),
+            ));
         }
         // Like Milvus, search what the ids name except files still being
         // written; unlike Milvus, only files of this collection.
@@ -240,6 +251,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The ids of `wanted` that no row of `found` has, each once, in order.
+fn missing_ids(wanted: &[i64], found: &[FileRow]) -> Vec<i64> {
+    let mut seen: std::collections::HashSet<i64> = found.iter().map(|f| f.id).collect();
+    wanted
+        .iter()
+        .copied()
+        .filter(|id| seen.insert(*id))
+        .collect()
 }
 
 /// Whether `SearchInFiles` searches a file it names: Milvus 1.1 searches a
