@@ -23,6 +23,7 @@ pub mod node;
 pub mod partition;
 pub mod proxy;
 pub mod ring;
+pub mod shard;
 pub mod status;
 pub mod telemetry;
 pub mod tls;
