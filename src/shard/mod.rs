@@ -8,12 +8,14 @@
 //! - `ids`: the ids the proxy generates for inserts that carry none, unique
 //!   across groups, proxy replicas and restarts without coordination;
 //! - `id_mode`: Milvus' always-or-never id rule, decided from the groups'
-//!   `Tables.flag` bits.
+//!   `Tables.flag` bits;
+//! - `replies`: how calls split over the groups and answers combine.
 
 pub mod id_mode;
 pub mod ids;
 pub mod owner;
 pub mod placement;
+pub mod replies;
 
 /// A 64-bit mix of `x` (SplitMix64's finaliser): every input bit flips
 /// about half the output bits, so consecutive ids and similar names spread
