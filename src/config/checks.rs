@@ -1,5 +1,6 @@
 //! The checks of a parsed [`Config`]: addresses, the metadata URI, limits and
-//! the log level, every problem reported as a [`ConfigError`].
+//! the log level, every problem reported as a [`ConfigError`]. The checks of
+//! `[[groups]]` and `[placement]` are in `groups`.
 
 use std::collections::BTreeMap;
 
@@ -45,50 +46,58 @@ impl Config {
             report("metrics.listen", message);
         }
 
-        if self.meta.uri.trim().is_empty() {
-            report(
-                "meta.uri",
-                "required: the metadata database, e.g. \"mysql://root:pass@127.0.0.1:3306/milvus\" \
-                 (or set MISHARDS__META__URI / SQLALCHEMY_DATABASE_URI)"
-                    .to_string(),
-            );
-        } else if let Err(message) = MetaUri::parse(&self.meta.uri, None) {
-            report("meta.uri", message);
+        if self.groups.is_empty() {
+            if self.meta.uri.trim().is_empty() {
+                report(
+                    "meta.uri",
+                    "required: the metadata database, e.g. \"mysql://root:pass@127.0.0.1:3306/milvus\" \
+                     (or set MISHARDS__META__URI / SQLALCHEMY_DATABASE_URI)"
+                        .to_string(),
+                );
+            } else if let Err(message) = MetaUri::parse(&self.meta.uri, None) {
+                report("meta.uri", message);
+            }
+        } else {
+            super::groups::check_not_mixed(self, &mut report);
+            super::groups::check_groups(&self.groups, &mut report);
         }
         if self.meta.max_connections == 0 {
             report("meta.max_connections", "must be at least 1".to_string());
         }
-
-        if self.backends.writable.trim().is_empty() {
-            report(
-                "backends.writable",
-                "required: host:port of the writable Milvus node \
-                 (or set MISHARDS__BACKENDS__WRITABLE / WOSERVER)"
-                    .to_string(),
-            );
-        } else if let Err(message) = check_address(&self.backends.writable, PortZero::Rejected) {
-            report("backends.writable", message);
-        }
-        let mut first_seen: BTreeMap<(String, u16), usize> = BTreeMap::new();
-        for (index, address) in self.backends.readonly.iter().enumerate() {
-            let key = format!("backends.readonly[{index}]");
-            match check_address(address, PortZero::Rejected) {
-                Err(message) => report(&key, message),
-                Ok((host, port)) => {
-                    let identity = (host.to_ascii_lowercase(), port);
-                    if let Some(first) = first_seen.get(&identity) {
-                        report(
-                            &key,
-                            format!(
-                                "{address:?} is listed twice (also backends.readonly[{first}])"
-                            ),
-                        );
-                    } else {
-                        first_seen.insert(identity, index);
+        if self.groups.is_empty() {
+            if self.backends.writable.trim().is_empty() {
+                report(
+                    "backends.writable",
+                    "required: host:port of the writable Milvus node \
+                     (or set MISHARDS__BACKENDS__WRITABLE / WOSERVER)"
+                        .to_string(),
+                );
+            } else if let Err(message) = check_address(&self.backends.writable, PortZero::Rejected)
+            {
+                report("backends.writable", message);
+            }
+            let mut first_seen: BTreeMap<(String, u16), usize> = BTreeMap::new();
+            for (index, address) in self.backends.readonly.iter().enumerate() {
+                let key = format!("backends.readonly[{index}]");
+                match check_address(address, PortZero::Rejected) {
+                    Err(message) => report(&key, message),
+                    Ok((host, port)) => {
+                        let identity = (host.to_ascii_lowercase(), port);
+                        if let Some(first) = first_seen.get(&identity) {
+                            report(
+                                &key,
+                                format!(
+                                    "{address:?} is listed twice (also backends.readonly[{first}])"
+                                ),
+                            );
+                        } else {
+                            first_seen.insert(identity, index);
+                        }
                     }
                 }
             }
         }
+        super::groups::check_placement(self, &mut report);
         if self.backends.connect_timeout.is_zero() {
             report(
                 "backends.connect_timeout",

@@ -1,16 +1,49 @@
-//! Environment overrides `MISHARDS__<SECTION>__<KEY>`, applied on top of the
-//! file after the Mishards (Python) aliases, and the check for unknown ones.
+//! Environment overrides `MISHARDS__<SECTION>__<KEY>` and
+//! `MISHARDS__GROUPS__<INDEX>__<KEY>`, applied on top of the file after the
+//! Mishards (Python) aliases, and the check for unknown ones.
 
 use std::collections::BTreeSet;
 
 use toml::Value;
 
 use super::mishards_python::apply_mishards_python_aliases;
-use super::source::{Entry, Origin, Sections};
+use super::source::{group_count, group_section, Entry, Origin, Sections};
 use super::{Config, ConfigError};
 
 /// The prefix of the environment overrides: `MISHARDS__<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "MISHARDS__";
+
+/// The keys of a `[[groups]]` entry that `MISHARDS__GROUPS__<INDEX>__<KEY>` sets.
+pub(super) const GROUP_KEYS: [&str; 4] = ["name", "meta_uri", "writable", "readonly"];
+
+/// `MISHARDS__GROUPS__<INDEX>__<KEY>` is read for the indexes below this.
+pub(super) const MAX_ENV_GROUPS: usize = 256;
+
+/// `MISHARDS__GROUPS__<INDEX>__<KEY>` for the `[[groups]]` entry at `index`
+/// (0-based) and one of its keys.
+pub fn group_env_variable_name(index: usize, key: &str) -> String {
+    format!("{ENV_PREFIX}GROUPS__{index}__{}", key.to_ascii_uppercase())
+}
+
+/// Whether `name` is `MISHARDS__GROUPS__<INDEX>__<KEY>` with a known key and
+/// an index written without leading zeros, below [`MAX_ENV_GROUPS`].
+fn is_group_variable(name: &str) -> bool {
+    let Some((index, key)) = name
+        .strip_prefix(ENV_PREFIX)
+        .and_then(|rest| rest.strip_prefix("GROUPS__"))
+        .and_then(|rest| rest.split_once("__"))
+    else {
+        return false;
+    };
+    let canonical = index == "0" || (!index.starts_with('0') && !index.is_empty());
+    canonical
+        && index.chars().all(|c| c.is_ascii_digit())
+        && index
+            .parse::<usize>()
+            .is_ok_and(|index| index < MAX_ENV_GROUPS)
+        && key == key.to_ascii_uppercase()
+        && GROUP_KEYS.contains(&key.to_ascii_lowercase().as_str())
+}
 
 /// Every known `(section, key)` with its default value, which gives the type
 /// an environment string is converted to.
@@ -46,12 +79,18 @@ pub fn unknown_env_overrides<'a>(names: impl IntoIterator<Item = &'a str>) -> Ve
         .collect();
     names
         .into_iter()
-        .filter(|name| name.starts_with(ENV_PREFIX) && !known.contains(*name))
+        .filter(|name| {
+            name.starts_with(ENV_PREFIX) && !known.contains(*name) && !is_group_variable(name)
+        })
         .map(|name| {
             ConfigError::new(
                 name,
-                "unknown environment override; expected MISHARDS__<SECTION>__<KEY> \
-                 naming a key of config/mishards.toml",
+                format!(
+                    "unknown environment override; expected MISHARDS__<SECTION>__<KEY> \
+                     naming a key of config/mishards.toml, or MISHARDS__GROUPS__<INDEX>__<KEY> \
+                     with INDEX 0..{MAX_ENV_GROUPS} and KEY one of {}",
+                    GROUP_KEYS.map(str::to_ascii_uppercase).join(", ")
+                ),
             )
         })
         .collect()
@@ -130,9 +169,86 @@ pub(super) fn apply_env_overrides(
                     .map(|item| Value::String(item.to_string()))
                     .collect(),
             ),
+            // A map of strings (`placement.pinned`): `key=value,key=value`.
+            Value::Table(_) => match parse_pairs(raw) {
+                Ok(table) => Value::Table(table),
+                Err(item) => {
+                    errors.push(ConfigError::new(
+                        format!("{section}.{key}"),
+                        format!("{variable}: expected key=value,key=value..., got {item:?}"),
+                    ));
+                    continue;
+                }
+            },
             _ => Value::String(raw.to_string()),
         };
         set_from_env(sections, &section, &key, value, &variable);
+    }
+    apply_group_overrides(sections, env, errors);
+}
+
+/// `k=v,k=v` as a table of strings, or the first item without a `=`.
+fn parse_pairs(raw: &str) -> Result<toml::Table, String> {
+    split_list(raw)
+        .map(|item| match item.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok((
+                key.trim().to_string(),
+                Value::String(value.trim().to_string()),
+            )),
+            _ => Err(item.to_string()),
+        })
+        .collect()
+}
+
+/// `MISHARDS__GROUPS__<INDEX>__<KEY>`: sets a key of the file's entry at
+/// INDEX, or adds the entry right after the last one; an index past that
+/// would leave a gap and is an error naming the variable.
+fn apply_group_overrides(
+    sections: &mut Sections,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let mut count = group_count(sections);
+    for index in 0..MAX_ENV_GROUPS {
+        let set: Vec<(&str, String, String)> = GROUP_KEYS
+            .iter()
+            .filter_map(|&key| {
+                let variable = group_env_variable_name(index, key);
+                env(&variable).map(|raw| (key, variable, raw))
+            })
+            .collect();
+        if set.is_empty() {
+            continue;
+        }
+        if index > count {
+            for (_, variable, _) in set {
+                errors.push(ConfigError::new(
+                    variable,
+                    format!(
+                        "index {index} would leave a gap in [[groups]]: indexes are 0-based \
+                         and there are {count} groups, so a new group is index {count}"
+                    ),
+                ));
+            }
+            continue;
+        }
+        let section = group_section(index);
+        for (key, variable, raw) in set {
+            let raw = raw.trim();
+            let value = if key == "readonly" {
+                Value::Array(
+                    split_list(raw)
+                        .map(|item| Value::String(item.to_string()))
+                        .collect(),
+                )
+            } else {
+                Value::String(raw.to_string())
+            };
+            set_from_env(sections, &section, key, value, &variable);
+        }
+        if index == count {
+            count += 1;
+        }
     }
 }
 #[cfg(test)]

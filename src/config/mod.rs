@@ -23,7 +23,14 @@
 //! clusters do exactly that (the writable node also serves searches). A
 //! duplicate inside `backends.readonly` is an error.
 //!
-//! Layout: `settings` (the typed sections and defaults), `source` (step 1),
+//! `[[groups]]` (several shard groups, each with its own `meta_uri`, `writable`
+//! and `readonly`) replaces `[meta] uri` + `[backends] writable/readonly`;
+//! without it the single cluster is one implicit group named "default"
+//! ([`Config::shard_groups`], [`Config::for_group`]). `[placement]` says
+//! which group new collections go to.
+//!
+//! Layout: `settings` (the typed sections and defaults), `groups` (shard
+//! groups and placement, with their checks), `source` (step 1),
 //! `mishards_python` and `env` (step 2), `checks` (step 4), with `byte_size`
 //! and `address` for the value types; this file ties the steps together.
 
@@ -31,6 +38,7 @@ mod address;
 mod byte_size;
 mod checks;
 mod env;
+mod groups;
 mod mishards_python;
 mod operations;
 mod resilience;
@@ -46,7 +54,10 @@ use std::path::Path;
 pub use address::parse_host_port;
 pub use byte_size::{parse_byte_size, ByteSize};
 pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
-pub use env::{env_variable_name, unknown_env_overrides, ENV_PREFIX};
+pub use env::{env_variable_name, group_env_variable_name, unknown_env_overrides, ENV_PREFIX};
+pub use groups::{
+    GroupConfig, PlacementConfig, PlacementDefault, IMPLICIT_GROUP, MAX_GROUP_NAME_LENGTH,
+};
 pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use operations::{DiscoveryConfig, DiscoveryMode, ReloadConfig};
 pub use resilience::{AdmissionConfig, DeadlinesConfig, SlowNodesConfig};
@@ -56,7 +67,10 @@ pub use settings::{
 };
 
 use env::apply_env_overrides;
-use source::{attach_origin, parse_sections, SectionParser, SECTION_NAMES};
+use source::{
+    attach_origin, group_count, group_section, is_group_section, origin_key, parse_sections,
+    SectionParser, SECTION_NAMES,
+};
 
 /// One problem in the configuration: the dotted key (`backends.readonly[1]`),
 /// what is wrong, and the line of the file when the value came from the file.
@@ -143,7 +157,7 @@ impl Config {
 
         let mut rejected = BTreeSet::new();
         for (name, section) in &sections {
-            if !SECTION_NAMES.contains(&name.as_str()) {
+            if !SECTION_NAMES.contains(&name.as_str()) && !is_group_section(name) {
                 errors.push(
                     ConfigError::new(
                         name.clone(),
@@ -176,19 +190,27 @@ impl Config {
             admission: parts.parse("admission"),
             reload: parts.parse("reload"),
             discovery: parts.parse("discovery"),
+            groups: (0..group_count(&sections))
+                .map(|index| parts.parse(&group_section(index)))
+                .collect(),
+            placement: parts.parse("placement"),
         };
 
         for error in config.validate() {
-            let root = error.key.split('[').next().unwrap_or_default().to_string();
             // A value that failed to parse was replaced by its default; do not
             // report the default as a second problem.
-            if rejected.contains(&root) {
-                continue;
-            }
-            let origin = root
-                .split_once('.')
-                .and_then(|(section, key)| sections.get(section)?.entries.get(key))
-                .map(|entry| &entry.origin);
+            let origin = match origin_key(&error.key) {
+                Some((section, key)) => {
+                    if rejected.contains(&format!("{section}.{key}")) {
+                        continue;
+                    }
+                    sections
+                        .get(section)
+                        .and_then(|section| section.entries.get(key))
+                        .map(|entry| &entry.origin)
+                }
+                None => None,
+            };
             errors.push(attach_origin(error, origin));
         }
 

@@ -1,6 +1,7 @@
 //! The typed settings of `mishards serve`: one struct per TOML section
 //! (`server`, `metrics`, `meta`, `backends`, `topology`, `log`, `access`,
-//! `tls`, `backend_tls`), with their defaults.
+//! `tls`, `backend_tls`), with their defaults; `[[groups]]` and `[placement]`
+//! are in `groups`.
 
 use std::time::Duration;
 
@@ -29,6 +30,10 @@ pub struct Config {
     pub admission: super::resilience::AdmissionConfig,
     pub reload: super::operations::ReloadConfig,
     pub discovery: super::operations::DiscoveryConfig,
+    /// `[[groups]]`: several shard groups; empty = the single cluster of
+    /// `[meta]` + `[backends]` (see [`Config::shard_groups`]).
+    pub groups: Vec<super::groups::GroupConfig>,
+    pub placement: super::groups::PlacementConfig,
 }
 
 /// `[server]`: the gRPC endpoint clients connect to.

@@ -4,12 +4,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use toml::{Spanned, Value};
 
 use super::ConfigError;
 
-pub(super) const SECTION_NAMES: [&str; 14] = [
+/// The top-level array of tables `[[groups]]`; its entries are kept as the
+/// sections `groups[0]`, `groups[1]`..., so errors read `groups[1].writable`.
+pub(super) const GROUPS: &str = "groups";
+
+pub(super) const SECTION_NAMES: [&str; 15] = [
     "server",
     "metrics",
     "meta",
@@ -24,7 +29,43 @@ pub(super) const SECTION_NAMES: [&str; 14] = [
     "admission",
     "reload",
     "discovery",
+    "placement",
 ];
+
+/// The section holding the `[[groups]]` entry at `index`: `groups[index]`.
+pub(super) fn group_section(index: usize) -> String {
+    format!("{GROUPS}[{index}]")
+}
+
+/// Whether `name` is a section made from a `[[groups]]` entry.
+pub(super) fn is_group_section(name: &str) -> bool {
+    name.strip_prefix(GROUPS)
+        .and_then(|rest| rest.strip_prefix('['))
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|index| index.parse::<usize>().is_ok())
+}
+
+/// How many `[[groups]]` entries there are (`groups[0]`.. without a gap).
+pub(super) fn group_count(sections: &Sections) -> usize {
+    (0..)
+        .take_while(|&index| sections.contains_key(&group_section(index)))
+        .count()
+}
+
+/// The section and key an error key is about: `backends.readonly[1]` ->
+/// (`backends`, `readonly`), `groups[1].readonly[0]` -> (`groups[1]`,
+/// `readonly`), `placement.pinned.t` -> (`placement`, `pinned`); `None`
+/// for a key without a section.
+pub(super) fn origin_key(error_key: &str) -> Option<(&str, &str)> {
+    let (section, rest) = if error_key.starts_with(&format!("{GROUPS}[")) {
+        let end = error_key.find("].")?;
+        (&error_key[..=end], &error_key[end + 2..])
+    } else {
+        error_key.split_once('.')?
+    };
+    let key = rest.split(['[', '.']).next().unwrap_or(rest);
+    Some((section, key))
+}
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,9 +109,45 @@ pub(super) fn attach_origin(error: ConfigError, origin: Option<&Origin>) -> Conf
     }
 }
 
+type RawTable = BTreeMap<String, Spanned<Value>>;
+
+/// The file's top level: `[section]` tables, and the `[[groups]]` array.
+struct RawFile(Vec<(String, Spanned<RawTable>)>);
+
+impl<'de> Deserialize<'de> for RawFile {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TopLevel;
+        impl<'de> Visitor<'de> for TopLevel {
+            type Value = RawFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("[section] tables and [[groups]] entries")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawFile, A::Error> {
+                let mut sections = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == GROUPS {
+                        let groups: Vec<Spanned<RawTable>> = map.next_value()?;
+                        sections.extend(
+                            groups
+                                .into_iter()
+                                .enumerate()
+                                .map(|(index, table)| (group_section(index), table)),
+                        );
+                    } else {
+                        sections.push((name, map.next_value()?));
+                    }
+                }
+                Ok(RawFile(sections))
+            }
+        }
+        deserializer.deserialize_map(TopLevel)
+    }
+}
+
 pub(super) fn parse_sections(text: &str) -> Result<Sections, ConfigError> {
-    type RawSections = BTreeMap<String, Spanned<BTreeMap<String, Spanned<Value>>>>;
-    let raw: RawSections = toml::from_str(text).map_err(|err| {
+    let RawFile(raw) = toml::from_str(text).map_err(|err| {
         let line = err.span().map(|span| line_of(text, span.start));
         ConfigError::new(
             line.map(|line| key_near_line(text, line))
@@ -100,15 +177,21 @@ pub(super) fn parse_sections(text: &str) -> Result<Sections, ConfigError> {
 }
 
 /// Best guess of the dotted key a syntax error is about: the last `[section]`
-/// header before `line` and the `key =` on that line.
+/// (or `[[groups]]`, as `groups[N]`) header before `line` and the `key =` on that line.
 fn key_near_line(text: &str, line: usize) -> String {
     let mut section = None;
     let mut key = None;
+    let mut groups = 0;
     for (number, content) in text.lines().enumerate().take(line) {
         let content = content.trim();
         if content.starts_with('[') {
             let name = content.trim_matches(|c| c == '[' || c == ']').trim();
-            section = Some(name.to_string());
+            if content.starts_with("[[") && name == GROUPS {
+                section = Some(group_section(groups));
+                groups += 1;
+            } else {
+                section = Some(name.to_string());
+            }
             key = None;
         } else if number + 1 == line {
             key = content
