@@ -5,8 +5,10 @@
 //!
 //! This file connects and holds the row types and their decoding; `uri`
 //! parses the URI, `snapshot_reads` holds what the proxy reads and
-//! `node_store` what a node reads and writes.
+//! `node_store` what a node reads and writes, `id_mark` the proxy's one write
+//! (the shard-groups id-mode mark).
 
+mod id_mark;
 mod node_store;
 pub mod schema;
 mod snapshot_reads;

@@ -106,6 +106,18 @@ mod tests {
         );
     }
 
+    /// The node's (and Milvus') rule ORs its bit into the flag it read, so
+    /// the mark survives every later insert.
+    #[test]
+    fn the_nodes_id_rule_keeps_the_mark() {
+        let marked = FLAG_PROXY_IDS | FLAG_USER_IDS;
+        assert_eq!(crate::validate::id_mode(marked, true).unwrap(), marked);
+        assert_eq!(
+            crate::validate::id_mode(FLAG_PROXY_IDS, true).unwrap(),
+            marked
+        );
+    }
+
     #[test]
     fn groups_own_auto_ids_refuse_both_modes() {
         assert!(id_source(&[FLAG_AUTO_IDS, 0], true).is_err());

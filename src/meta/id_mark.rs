@@ -1,0 +1,114 @@
+//! The proxy's one write to a group's metadata: the mark of a spread
+//! collection whose ids the proxy generates (`shard::id_mode::FLAG_PROXY_IDS`),
+//! ORed into its root row's `Tables.flag` so Milvus' own bits stay, and the
+//! fresh read of that flag an insert decides its id mode from.
+
+use sqlx::Row;
+
+use super::{MetaResult, MetaStore};
+use crate::types::TABLE_STATE_TO_DELETE;
+
+impl MetaStore {
+    /// The `Tables.flag` of the live root row of `collection`, read now.
+    pub async fn root_flag(&self, collection: &str) -> MetaResult<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT flag FROM Tables WHERE table_id = ? AND owner_table = '' AND state <> ?",
+        )
+        .bind(collection)
+        .bind(TABLE_STATE_TO_DELETE)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| r.try_get("flag")).transpose()
+    }
+
+    /// ORs `bits` into the flag of the live root row of `collection`;
+    /// false when there is no such row.
+    pub async fn mark_root_flag(&self, collection: &str, bits: i64) -> MetaResult<bool> {
+        let done = sqlx::query(
+            "UPDATE Tables SET flag = flag | ? WHERE table_id = ? AND owner_table = '' AND state <> ?",
+        )
+        .bind(bits)
+        .bind(collection)
+        .bind(TABLE_STATE_TO_DELETE)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{fixtures, MetaUri};
+    use crate::shard::id_mode::FLAG_PROXY_IDS;
+    use crate::types::FLAG_USER_IDS;
+
+    async fn the_mark_keeps_milvus_bits(store: &MetaStore) {
+        let mut root = fixtures::table(0, "marked", "", "");
+        root.flag = FLAG_USER_IDS;
+        store.insert_table(&root).await.unwrap();
+        store
+            .insert_table(&fixtures::table(0, "p1", "marked", "t"))
+            .await
+            .unwrap();
+        assert!(store
+            .mark_root_flag("marked", FLAG_PROXY_IDS)
+            .await
+            .unwrap());
+        assert_eq!(
+            store.root_flag("marked").await.unwrap(),
+            Some(FLAG_PROXY_IDS | FLAG_USER_IDS)
+        );
+        // Marking twice changes nothing; partitions are never marked.
+        assert!(store
+            .mark_root_flag("marked", FLAG_PROXY_IDS)
+            .await
+            .unwrap());
+        assert_eq!(store.table("p1").await.unwrap().map(|t| t.flag), Some(0));
+        assert!(!store
+            .mark_root_flag("missing", FLAG_PROXY_IDS)
+            .await
+            .unwrap());
+        assert_eq!(store.root_flag("missing").await.unwrap(), None);
+        assert_eq!(store.root_flag("p1").await.unwrap(), None, "not a root");
+    }
+
+    #[tokio::test]
+    async fn mark_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let uri =
+            MetaUri::parse(&format!("sqlite://{}/m.sqlite", dir.path().display()), None).unwrap();
+        let store = MetaStore::connect(&uri, 2).await.unwrap();
+        the_mark_keeps_milvus_bits(&store).await;
+    }
+
+    #[tokio::test]
+    async fn mark_on_mysql() {
+        let Ok(server) = std::env::var("MISHARDS_TEST_MYSQL") else {
+            eprintln!("SKIPPED mark_on_mysql: set MISHARDS_TEST_MYSQL=mysql://root@127.0.0.1:3306");
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let db = format!("mishards_mark_{}", std::process::id());
+        let admin = sqlx::AnyPool::connect(&format!("{server}/mysql"))
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let uri = MetaUri::parse(&format!("{server}/{db}"), None).unwrap();
+        let store = MetaStore::connect(&uri, 2).await.unwrap();
+        let outcome = tokio::spawn({
+            let store = store.clone();
+            async move { the_mark_keeps_milvus_bits(&store).await }
+        })
+        .await;
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        outcome.unwrap();
+    }
+}
