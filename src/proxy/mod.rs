@@ -16,6 +16,7 @@ pub mod admission;
 mod cluster;
 mod cmd;
 mod forward;
+pub mod groups;
 pub mod health;
 mod hedge;
 pub mod meta_from_snapshot;
@@ -84,6 +85,8 @@ pub struct RunningProxy {
     server: JoinHandle<anyhow::Result<()>>,
     metrics_server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    /// Over shard groups: the other groups' refresh-interval holders.
+    _refresh_intervals: Vec<Arc<Reconfigurer>>,
 }
 
 impl RunningProxy {
@@ -127,8 +130,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         anyhow::bail!("invalid configuration:\n  {}", text.join("\n  "));
     }
-    if let Some(why) = unservable(&config) {
-        anyhow::bail!("{why}");
+    if !config.groups.is_empty() {
+        return start_grouped(config).await;
     }
     let metrics = Metrics::new();
     let uri = MetaUri::parse(&config.meta.uri, None).map_err(anyhow::Error::msg)?;
@@ -280,22 +283,200 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         server,
         metrics_server,
         background,
+        _refresh_intervals: Vec::new(),
     })
 }
 
-/// Why this build cannot serve a valid `config`, if it cannot: the shard
-/// groups of `[[groups]]` are part of the configuration contract (and
-/// `check-config` validates them), but the proxy serves one cluster, from
-/// `[meta]` + `[backends]`, until their request routing lands (issue 14).
-/// Refusing at start is the honest answer: a grouped file read as one
-/// cluster would send every call to nowhere.
-pub fn unservable(config: &Config) -> Option<String> {
-    (!config.groups.is_empty()).then(|| {
-        format!(
-            "this build serves one cluster, from [meta] + [backends]: serving [[groups]] ({} configured) is not built yet; describe the cluster with [meta] uri and [backends] writable/readonly instead",
-            config.groups.len()
+/// What a proxy over `[[groups]]` serves with (see `groups`): one
+/// single-cluster service per group, each with its own metadata snapshot,
+/// nodes, health checks and warm-up. Live reload and `/admin` are not
+/// served over groups yet: a changed file needs a restart.
+async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
+    use crate::shard::placement::{DefaultHome, Placement};
+    let metrics = Metrics::new();
+    let mut groups = Vec::new();
+    let mut healths = Vec::new();
+    let mut background = Vec::new();
+    let mut reconfigurers = Vec::new();
+    let (reporter, health_server) = tonic_health::server::health_reporter();
+    for group in &config.groups {
+        let narrowed = config.for_group(group);
+        let uri = MetaUri::parse(&narrowed.meta.uri, None).map_err(anyhow::Error::msg)?;
+        let meta = MetaStore::connect_read_only(&uri, narrowed.meta.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "shard group {}: cannot open metadata database {}",
+                    group.name,
+                    crate::meta::redacted(&narrowed.meta.uri)
+                )
+            })?;
+        let topology = Arc::new(Topology::with_settings(
+            meta.clone(),
+            metrics.clone(),
+            (&narrowed.topology).into(),
+        ));
+        if let Err(e) = topology.refresh().await {
+            tracing::warn!(group = %group.name, error = %e.reason, "first topology snapshot failed");
+        }
+        let live = LiveBackends::new(Backends::new(&narrowed, metrics.clone())?, metrics.clone());
+        let reconfigurer =
+            Reconfigurer::new(None, narrowed.clone(), live.clone(), metrics.clone(), None);
+        let protection = cluster::Protection::from_config(&narrowed, metrics.clone());
+        let (warmup, warmup_task) = Warmup::spawn(
+            topology.clone(),
+            live.clone(),
+            metrics.clone(),
+            narrowed.topology.warm_new_files,
+            narrowed.topology.warm_wait,
+        );
+        let service = ProxyService::with_live(
+            live.clone(),
+            topology.clone(),
+            metrics.clone(),
+            narrowed.backends.request_deadline(),
+            narrowed.backends.search_deadline(),
+            protection,
         )
+        .with_warmup(warmup);
+        // The gRPC health service follows the first group; /readyz covers every group.
+        let group_reporter = if healths.is_empty() {
+            reporter.clone()
+        } else {
+            tonic_health::server::health_reporter().0
+        };
+        let health = Health::new(
+            live.clone(),
+            topology.clone(),
+            metrics.clone(),
+            group_reporter,
+        );
+        health.publish().await;
+        background.extend([
+            spawn_refresher(
+                topology.clone(),
+                metrics.clone(),
+                reconfigurer.refresh_interval(),
+            ),
+            live.spawn_health_checks(HEALTH_CHECK_PERIOD),
+            health.spawn_publisher(HEALTH_PUBLISH_PERIOD),
+            warmup_task,
+        ]);
+        healths.push((group.name.clone(), health));
+        reconfigurers.push(reconfigurer);
+        groups.push(groups::Group {
+            name: group.name.clone(),
+            service,
+            meta,
+        });
+    }
+    let placement = Placement {
+        groups: config.groups.iter().map(|g| g.name.clone()).collect(),
+        default: match config.placement.default {
+            crate::config::PlacementDefault::Spread => DefaultHome::Spread,
+            crate::config::PlacementDefault::Pinned => DefaultHome::PinnedByName,
+        },
+        pinned: config.placement.pinned.clone(),
+    };
+    let grouped = groups::GroupedService::new(groups, placement);
+    let access = AccessPolicy::new(
+        config.access.read_only,
+        &config.access.deny,
+        &config.access.allow_networks,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let listen: SocketAddr = resolve(&config.server.listen).await?;
+    let (listener, addr) = crate::grpc::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (shutdown, stop_rx) = watch::channel(false);
+    let max = config.server.max_message_size.0 as usize;
+    let limits = RouteLimits::from_config(&config);
+    let server = crate::grpc::milvus_server(grouped, max);
+    let admitted = SearchAdmission::new(server, limits.max_inflight_searches, metrics.clone());
+    let timed = DeadlineLayer::new(limits.deadlines, metrics.clone()).layer(admitted);
+    let routes = Access::new(
+        RpcMetricsLayer::new(metrics.clone()).layer(timed),
+        access,
+        metrics.clone(),
+    );
+    let mut grpc_stop = stop_rx.clone();
+    let stopped = async move {
+        let _ = grpc_stop.wait_for(|s| *s).await;
+    };
+    let mut tls_reloader = None;
+    let server = match tls::TlsFiles::from_paths(
+        &config.tls.cert_file,
+        &config.tls.key_file,
+        &config.tls.client_ca_file,
+    ) {
+        None => tokio::spawn(async move {
+            crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
+                .await
+                .context("proxy gRPC server")
+        }),
+        Some(files) => {
+            let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
+            tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
+            let incoming = tls::incoming(listener, tls);
+            tokio::spawn(async move {
+                crate::grpc::serve_incoming(incoming, routes, Some(health_server), stopped)
+                    .await
+                    .context("proxy gRPC server (TLS)")
+            })
+        }
+    };
+    background.extend(tls_reloader);
+    let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
+    let ready_groups = healths.clone();
+    let mut metrics_stop = stop_rx;
+    let (metrics_addr, metrics_server) = telemetry::serve_http(
+        metrics_listen,
+        metrics.clone(),
+        move || grouped_readiness(&ready_groups),
+        axum::Router::new(),
+        async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        },
+    )
+    .await
+    .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
+    tracing::info!(%addr, %metrics_addr, groups = config.groups.len(), "proxy listening on {addr} over shard groups");
+    let (_, health) = healths
+        .into_iter()
+        .next()
+        .context("no shard group configured")?;
+    let reconfigurer = reconfigurers.remove(0);
+    Ok(RunningProxy {
+        addr,
+        metrics_addr,
+        metrics,
+        health,
+        reconfigurer,
+        drain_delay: config.server.drain_delay,
+        shutdown,
+        server,
+        metrics_server,
+        background,
+        _refresh_intervals: reconfigurers,
     })
+}
+
+/// `/readyz` over shard groups: ready when every group is, with each
+/// group's own readiness document under its name.
+fn grouped_readiness(groups: &[(String, Arc<Health>)]) -> telemetry::Readiness {
+    let mut ready = true;
+    let mut body = serde_json::Map::new();
+    for (name, health) in groups {
+        let r = health.readiness();
+        ready &= r.ready;
+        let doc = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body));
+        body.insert(name.clone(), doc);
+    }
+    telemetry::Readiness {
+        ready,
+        body: serde_json::json!({ "ready": ready, "groups": body }).to_string(),
+    }
 }
 
 /// The limits the gRPC stack applies before a handler runs.
@@ -384,27 +565,6 @@ async fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// A valid grouped configuration is refused at start with the reason,
-    /// before any connection is made (it would otherwise open no group).
-    #[tokio::test]
-    async fn shard_groups_are_refused_at_start_with_the_reason() {
-        let text = r#"
-[[groups]]
-name = "g1"
-meta_uri = "sqlite:///tmp/mishards-g1.sqlite"
-writable = "127.0.0.1:1"
-[[groups]]
-name = "g2"
-meta_uri = "sqlite:///tmp/mishards-g2.sqlite"
-writable = "127.0.0.1:2"
-"#;
-        let config = Config::load_from_str(text, |_| None).unwrap();
-        let Err(e) = start(config).await else {
-            panic!("a grouped config was served")
-        };
-        assert!(e.to_string().contains("[[groups]] (2 configured)"), "{e}");
-    }
 
     /// A reloaded `topology.refresh_interval` takes effect without a restart.
     #[tokio::test]
