@@ -2,7 +2,9 @@
 //! metadata under `--dir`, segment files under `--data-dir` (default: the
 //! same directory; a JuiceFS/NFS mount works, the SQLite file stays local),
 //! one writable node, two read-only nodes, and the proxy on the Milvus port
-//! with metrics. Data is kept between runs. Ctrl-C or SIGTERM stops it cleanly.
+//! with metrics. With `--groups N` (N > 1), N such clusters, each in its own
+//! `gI/` folders with its own metadata, as the proxy's shard groups `gI`.
+//! Data is kept between runs. Ctrl-C or SIGTERM stops it cleanly.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,15 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// Shard groups: 1 is one plain cluster.
+    pub groups: usize,
+}
+
+/// One local cluster of the demo: its metadata and its nodes.
+struct LocalCluster {
+    name: String,
+    meta_uri: String,
+    nodes: Vec<node::RunningNode>,
 }
 
 /// Starts the demo cluster, prints what runs where, and serves until Ctrl-C.
@@ -34,19 +45,51 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Some(d) => writable_dir(d, "--data-dir (the segment files' directory)")?,
         None => dir.clone(),
     };
-    let meta_uri = format!("sqlite://{}", dir.join("db").join("meta.sqlite").display());
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
-    let mut nodes = Vec::new();
-    for role in [Role::Writable, Role::ReadOnly, Role::ReadOnly] {
-        let opts = NodeOptions::new(role, loopback, data_dir.clone(), meta_uri.clone());
-        nodes.push(node::start(opts).await?);
+    let groups = opts.groups.max(1);
+    let mut clusters = Vec::new();
+    for i in 1..=groups {
+        // One cluster keeps the layout of earlier runs; groups get folders.
+        let (meta_dir, group_data) = if groups == 1 {
+            (dir.clone(), data_dir.clone())
+        } else {
+            let name = format!("g{i}");
+            let meta_dir = writable_dir(&dir.join(&name).join("db"), "--dir")?;
+            let meta_dir = meta_dir.parent().map(Path::to_path_buf).unwrap_or(meta_dir);
+            (meta_dir, writable_dir(&data_dir.join(&name), "--data-dir")?)
+        };
+        let meta_uri = format!(
+            "sqlite://{}",
+            meta_dir.join("db").join("meta.sqlite").display()
+        );
+        let mut nodes = Vec::new();
+        for role in [Role::Writable, Role::ReadOnly, Role::ReadOnly] {
+            let opts = NodeOptions::new(role, loopback, group_data.clone(), meta_uri.clone());
+            nodes.push(node::start(opts).await?);
+        }
+        clusters.push(LocalCluster {
+            name: format!("g{i}"),
+            meta_uri,
+            nodes,
+        });
     }
     let mut config = Config::default();
     config.server.listen = opts.listen.to_string();
     config.metrics.listen = opts.metrics_listen.to_string();
-    config.meta.uri = meta_uri.clone();
-    config.backends.writable = nodes[0].addr.to_string();
-    config.backends.readonly = nodes[1..].iter().map(|n| n.addr.to_string()).collect();
+    if let [one] = clusters.as_slice() {
+        config.meta.uri = one.meta_uri.clone();
+        config.backends.writable = one.nodes[0].addr.to_string();
+        config.backends.readonly = one.nodes[1..].iter().map(|n| n.addr.to_string()).collect();
+    } else {
+        for c in &clusters {
+            config.groups.push(crate::config::GroupConfig {
+                name: c.name.clone(),
+                meta_uri: c.meta_uri.clone(),
+                writable: c.nodes[0].addr.to_string(),
+                readonly: c.nodes[1..].iter().map(|n| n.addr.to_string()).collect(),
+            });
+        }
+    }
     let proxy = proxy::start(config)
         .await
         .with_context(|| format!("cannot start the proxy on {}", opts.listen))?;
@@ -60,15 +103,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             data_dir.display()
         );
     }
-    println!("  metadata        {meta_uri}");
-    println!(
-        "  data dir        {} (segment files under db/tables/)",
-        data_dir.display()
-    );
-    println!("  writable node   {}", nodes[0].addr);
-    for n in &nodes[1..] {
-        println!("  read-only node  {}", n.addr);
+    for c in &clusters {
+        if clusters.len() > 1 {
+            println!("  shard group     {}", c.name);
+        }
+        println!("  metadata        {}", c.meta_uri);
+        println!("  writable node   {}", c.nodes[0].addr);
+        for n in &c.nodes[1..] {
+            println!("  read-only node  {}", n.addr);
+        }
     }
+    println!(
+        "  data dir        {} (segment files under {}db/tables/)",
+        data_dir.display(),
+        if clusters.len() > 1 { "gI/" } else { "" }
+    );
     println!("  proxy (Milvus)  {}", proxy.addr);
     println!("  metrics         http://{}/metrics", proxy.metrics_addr);
     println!();
@@ -95,8 +144,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     stop_requested().await?;
     println!("stopping…");
     proxy.stop(Duration::from_secs(5)).await?;
-    for n in nodes {
-        n.stop().await?;
+    for c in clusters {
+        for n in c.nodes {
+            n.stop().await?;
+        }
     }
     if data_dir == dir {
         println!("stopped; data kept in {}", dir.display());

@@ -72,6 +72,11 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:19530")]
         listen: SocketAddr,
+        /// Shard groups: N independent local clusters (each a writable and
+        /// two read-only nodes, with its own metadata under DIR/gI/) behind
+        /// the one proxy; collections spread over them.
+        #[arg(long, default_value_t = 1)]
+        groups: usize,
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics_listen: SocketAddr,
     },
@@ -230,6 +235,7 @@ async fn main() -> ExitCode {
             dir,
             data_dir,
             listen,
+            groups,
             metrics_listen,
         } => {
             let (_telemetry, _) = init_logging("warn", LogFormat::Text);
@@ -238,6 +244,7 @@ async fn main() -> ExitCode {
                 data_dir,
                 listen,
                 metrics_listen,
+                groups,
             })
             .await
         }
