@@ -437,8 +437,9 @@ impl GroupedService {
                         records[*slot] = record;
                     }
                 }
-                // A group holding none of its ids says "empty"; another may have them.
-                Err(e) if e.code == ErrorCode::UnexpectedError || e.reason.contains("empty") => {
+                // A group holding no rows yet says "Collection or partition
+                // is empty" (Milvus' DB_NOT_FOUND); another group may have them.
+                Err(e) if e.reason.contains("is empty") => {
                     not_found = Some(in_group(name, e));
                 }
                 Err(e) => return Err(in_group(name, e)),
