@@ -288,6 +288,7 @@ async fn failures_leave_nothing(setup: Setup) {
     let g1_before = count(&mut g1, name).await;
     clusters[1].stop_writer().await;
     let batch = collection.vectors(&mut source, 100);
+    let started = std::time::Instant::now();
     let failed = grpc_ok(
         "Insert",
         client
@@ -306,6 +307,11 @@ async fn failures_leave_nothing(setup: Setup) {
         .map(|s| s.reason.clone())
         .unwrap_or_default();
     assert_ne!(code_of(&failed.status), 0);
+    eprintln!(
+        "{}: insert of 100 rows with g2's writer down failed after {:?}: {reason}",
+        setup.label(),
+        started.elapsed()
+    );
     assert!(
         reason.contains("g2") && reason.contains("deleted again"),
         "{reason}"
