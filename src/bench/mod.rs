@@ -10,6 +10,7 @@
 //! `report` prints the tables.
 
 mod cluster;
+mod groups;
 mod juicefs;
 mod load;
 mod procstat;
@@ -141,6 +142,9 @@ pub enum Scenario {
     ProxyOnly,
     /// Proxy CPU per search as files, nq and topk grow (stub nodes).
     CostGrowth,
+    /// Insert MB/s, search latency and proxy CPU over 1, 2 and 3 shard
+    /// groups (only when asked for: not in the default run).
+    Groups,
 }
 
 impl Scenario {
@@ -162,6 +166,7 @@ impl Scenario {
             Scenario::FirstQuery => "first-query",
             Scenario::ProxyOnly => "proxy-only",
             Scenario::CostGrowth => "cost-growth",
+            Scenario::Groups => "groups",
         }
     }
 
@@ -170,7 +175,7 @@ impl Scenario {
     pub fn embedded_only(self) -> bool {
         matches!(
             self,
-            Scenario::Throughput | Scenario::ProxyOnly | Scenario::CostGrowth
+            Scenario::Throughput | Scenario::ProxyOnly | Scenario::CostGrowth | Scenario::Groups
         )
     }
 }

@@ -209,6 +209,7 @@ impl Bench<'_> {
                 Scenario::FirstQuery => self.first_query(ro).await,
                 Scenario::ProxyOnly => self.proxy_only().await,
                 Scenario::CostGrowth => self.cost_growth().await,
+                Scenario::Groups => super::groups::run(self.args).await,
             }
             .with_context(|| format!("scenario {}", s.name()))?;
             report.scenarios.push(table);
