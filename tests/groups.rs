@@ -202,6 +202,17 @@ async fn spread_collection_is_one_milvus(setup: Setup) {
         "a bare segment name of a spread collection"
     );
 
+    // route and conn_stats answer per group.
+    let routed = cmd(&mut client, "route spread").await;
+    let doc: serde_json::Value = serde_json::from_str(&routed).unwrap();
+    assert!(
+        doc["groups"]["g1"].is_object() && doc["groups"]["g2"].is_object(),
+        "{routed}"
+    );
+    let stats = cmd(&mut client, "conn_stats").await;
+    let doc: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(doc["groups"]["g2"].is_object(), "{stats}");
+
     // A pinned collection lives in one group only.
     create_collection(&mut client, "tenant", 8, L2).await;
     let mut tenant = TestCollection::new(client.clone(), setup.label(), "tenant", 8, L2);

@@ -869,8 +869,52 @@ impl MilvusService for GroupedService {
         reply(self.search_in_files_spread(req.into_inner()).await)
     }
 
+    /// `route <collection>` and `conn_stats` answer for every group
+    /// concerned, as `{"groups": {"g1": <its answer>, ...}}` (a pinned
+    /// collection's route: its group's answer alone); `set_config` goes to
+    /// every group; the rest (`status`, `version`, `get_config`...) to the first.
     async fn cmd(&self, req: Request<Command>) -> RpcResult<StringReply> {
-        self.groups[0].service.cmd(req).await
+        let text = req.get_ref().cmd.trim().to_string();
+        let targets: Vec<usize> = if let Some(name) = text.strip_prefix("route ") {
+            self.home(name.trim())
+        } else if text == "conn_stats" || text.starts_with("set_config") {
+            (0..self.groups.len()).collect()
+        } else {
+            vec![0]
+        };
+        if targets.len() == 1 {
+            return self.groups[targets[0]].service.cmd(req).await;
+        }
+        let p = req.into_inner();
+        let results = self
+            .each(&targets, |g| g.service.cmd(Request::new(p.clone())))
+            .await;
+        if text.starts_with("set_config") {
+            let statuses = results
+                .into_iter()
+                .map(|(g, r)| (g, r.map(|_| Status::default())))
+                .collect();
+            return reply(self.all_ok("set_config", statuses).map(|_| StringReply {
+                status: crate::status::ok_status(),
+                string_reply: String::new(),
+            }));
+        }
+        let mut answers = serde_json::Map::new();
+        for (g, r) in results {
+            let name = &self.groups[g].name;
+            match r {
+                Ok(answer) => {
+                    let doc = serde_json::from_str(&answer.string_reply)
+                        .unwrap_or(serde_json::Value::String(answer.string_reply));
+                    answers.insert(name.clone(), doc);
+                }
+                Err(e) => return reply(Err(in_group(name, e))),
+            }
+        }
+        reply(Ok(StringReply {
+            status: crate::status::ok_status(),
+            string_reply: serde_json::json!({ "groups": answers }).to_string(),
+        }))
     }
 
     async fn delete_by_id(&self, req: Request<DeleteByIdParam>) -> RpcResult<Status> {
