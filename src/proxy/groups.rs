@@ -253,22 +253,23 @@ impl GroupedService {
             ));
         }
         validate::user_ids(&p.row_id_array, p.row_record_array.len())?;
-        let mut flags = Vec::with_capacity(targets.len());
-        for &g in targets {
+        // Every group's flag, read now and in parallel (one query each).
+        let reads = targets.iter().map(|&g| {
             let group = &self.groups[g];
-            let flag = group
-                .meta
-                .root_flag(&p.collection_name)
-                .await
-                .map_err(|e| in_group(&group.name, MilvusError::meta(e)))?
-                .ok_or_else(|| {
-                    in_group(
-                        &group.name,
-                        MilvusError::collection_not_exists(&p.collection_name),
-                    )
-                })?;
-            flags.push(flag);
-        }
+            let name = &p.collection_name;
+            async move {
+                group
+                    .meta
+                    .root_flag(name)
+                    .await
+                    .map_err(|e| in_group(&group.name, MilvusError::meta(e)))?
+                    .ok_or_else(|| in_group(&group.name, MilvusError::collection_not_exists(name)))
+            }
+        });
+        let flags = join_all(reads)
+            .await
+            .into_iter()
+            .collect::<MilvusResult<Vec<i64>>>()?;
         if let IdSource::Proxy { mark } = id_source(&flags, !p.row_id_array.is_empty())? {
             if mark {
                 for (i, &g) in targets.iter().enumerate() {
@@ -289,18 +290,19 @@ impl GroupedService {
             .iter()
             .map(|g| self.groups[*g].name.as_str())
             .collect();
-        let parts = split_insert(p.clone(), &names);
-        let calls = parts.iter().map(|(i, part)| {
-            let group = &self.groups[targets[*i]];
+        let collection = p.collection_name.clone();
+        let tag = p.partition_tag.clone();
+        // Each part's vectors move into its request: the insert is not copied.
+        let calls = split_insert(p, &names).into_iter().map(|(i, part)| {
+            let group = &self.groups[targets[i]];
+            let part_ids = part.row_id_array.clone();
             async move {
-                (
-                    *i,
-                    outcome(group.service.insert(Request::new(part.clone())).await),
-                )
+                let result = outcome(group.service.insert(Request::new(part)).await);
+                (group, part_ids, result)
             }
         });
         let results = join_all(calls).await;
-        if results.iter().all(|(_, r)| r.is_ok()) {
+        if results.iter().all(|(_, _, r)| r.is_ok()) {
             return Ok(VectorIds {
                 status: crate::status::ok_status(),
                 vector_id_array: ids,
@@ -309,31 +311,25 @@ impl GroupedService {
         // All or nothing: delete what the other groups took, then answer.
         let mut said = Vec::new();
         let mut code = ErrorCode::UnexpectedError;
-        for ((i, part), (_, r)) in parts.iter().zip(&results) {
-            let group = &self.groups[targets[*i]];
+        for (group, part_ids, r) in results {
             match r {
                 Err(e) => {
                     code = e.code;
                     said.push(format!("{}: {}", group.name, e.reason));
                 }
                 Ok(_) => {
+                    let rows = part_ids.len();
                     let undo = DeleteByIdParam {
-                        collection_name: part.collection_name.clone(),
-                        partition_tag: part.partition_tag.clone(),
-                        id_array: part.row_id_array.clone(),
+                        collection_name: collection.clone(),
+                        partition_tag: tag.clone(),
+                        id_array: part_ids,
                     };
                     let undone = outcome(group.service.delete_by_id(Request::new(undo)).await);
                     said.push(match undone {
-                        Ok(_) => format!(
-                            "{}: its {} rows deleted again",
-                            group.name,
-                            part.row_id_array.len()
-                        ),
+                        Ok(_) => format!("{}: its {rows} rows deleted again", group.name),
                         Err(e) => format!(
-                            "{}: its {} rows could NOT be deleted again ({})",
-                            group.name,
-                            part.row_id_array.len(),
-                            e.reason
+                            "{}: its {rows} rows could NOT be deleted again ({})",
+                            group.name, e.reason
                         ),
                     });
                 }
