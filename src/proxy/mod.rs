@@ -82,7 +82,7 @@ pub struct RunningProxy {
     pub reconfigurer: Arc<Reconfigurer>,
     drain_delay: Duration,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<anyhow::Result<()>>,
+    server: ServerTask,
     metrics_server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     /// Over shard groups: the other groups' refresh-interval holders.
@@ -196,7 +196,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
-    let mut grpc_stop = stop_rx.clone();
+    let grpc_stop = stop_rx.clone();
     let raw_insert = RawInsert::live(live.clone(), config.backends.request_deadline());
     let limits = RouteLimits::from_config(&config);
     let routes = Access::new(
@@ -204,31 +204,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         access,
         metrics.clone(),
     );
-    let stopped = async move {
-        let _ = grpc_stop.wait_for(|s| *s).await;
-    };
-    let mut tls_reloader = None;
-    let server = match tls::TlsFiles::from_paths(
-        &config.tls.cert_file,
-        &config.tls.key_file,
-        &config.tls.client_ca_file,
-    ) {
-        None => tokio::spawn(async move {
-            crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
-                .await
-                .context("proxy gRPC server")
-        }),
-        Some(files) => {
-            let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
-            tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
-            let incoming = tls::incoming(listener, tls);
-            tokio::spawn(async move {
-                crate::grpc::serve_incoming(incoming, routes, Some(health_server), stopped)
-                    .await
-                    .context("proxy gRPC server (TLS)")
-            })
-        }
-    };
+    let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_health = health.clone();
@@ -400,32 +376,8 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
         access,
         metrics.clone(),
     );
-    let mut grpc_stop = stop_rx.clone();
-    let stopped = async move {
-        let _ = grpc_stop.wait_for(|s| *s).await;
-    };
-    let mut tls_reloader = None;
-    let server = match tls::TlsFiles::from_paths(
-        &config.tls.cert_file,
-        &config.tls.key_file,
-        &config.tls.client_ca_file,
-    ) {
-        None => tokio::spawn(async move {
-            crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
-                .await
-                .context("proxy gRPC server")
-        }),
-        Some(files) => {
-            let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
-            tls_reloader = Some(tls.spawn_reloader(config.tls.reload_interval));
-            let incoming = tls::incoming(listener, tls);
-            tokio::spawn(async move {
-                crate::grpc::serve_incoming(incoming, routes, Some(health_server), stopped)
-                    .await
-                    .context("proxy gRPC server (TLS)")
-            })
-        }
-    };
+    let grpc_stop = stop_rx.clone();
+    let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
     background.extend(tls_reloader);
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_groups = healths.clone();
@@ -477,6 +429,48 @@ fn grouped_readiness(groups: &[(String, Arc<Health>)]) -> telemetry::Readiness {
         ready,
         body: serde_json::json!({ "ready": ready, "groups": body }).to_string(),
     }
+}
+
+/// The task serving gRPC; it ends with the server's outcome.
+type ServerTask = JoinHandle<anyhow::Result<()>>;
+
+/// Serves `routes` (and the gRPC health service) on `listener` until
+/// `stop` turns true, over TLS when `[tls]` names a certificate; also
+/// returns the task that re-reads the certificate files.
+fn spawn_grpc(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    routes: impl crate::grpc::Routes,
+    health_server: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<(ServerTask, Option<JoinHandle<()>>)> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let files = tls::TlsFiles::from_paths(
+        &config.tls.cert_file,
+        &config.tls.key_file,
+        &config.tls.client_ca_file,
+    );
+    let Some(files) = files else {
+        let server = tokio::spawn(async move {
+            crate::grpc::serve_routes_with_health(listener, routes, health_server, stopped)
+                .await
+                .context("proxy gRPC server")
+        });
+        return Ok((server, None));
+    };
+    let tls = tls::ReloadingConfig::load(files).map_err(anyhow::Error::msg)?;
+    let reloader = tls.spawn_reloader(config.tls.reload_interval);
+    let incoming = tls::incoming(listener, tls);
+    let server = tokio::spawn(async move {
+        crate::grpc::serve_incoming(incoming, routes, Some(health_server), stopped)
+            .await
+            .context("proxy gRPC server (TLS)")
+    });
+    Ok((server, Some(reloader)))
 }
 
 /// The limits the gRPC stack applies before a handler runs.
