@@ -227,7 +227,7 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
     rest.trim().parse().ok()
 }
 
-fn node_args(role: &str, dir: &Path, meta_uri: &str) -> Vec<String> {
+pub(super) fn node_args(role: &str, dir: &Path, meta_uri: &str) -> Vec<String> {
     [
         "node",
         "--role",

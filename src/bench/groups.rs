@@ -18,20 +18,18 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::cluster::{ChildProcess, MetaDb, TempDir};
+use super::cluster::{node_args, ChildProcess, MetaDb, TempDir};
 use super::load::{self, check, connect, random_rows, Client, Limits, SearchPath, Shape};
 use super::report::{num, ScenarioReport};
+use super::scenarios::wait_for_rows;
 use super::{procstat, progress, BenchArgs};
 use crate::types::MetricType;
-use crate::wire::{CollectionName, CollectionSchema, FlushParam, InsertParam, RowRecord};
+use crate::wire::{CollectionSchema, FlushParam, InsertParam, RowRecord};
 
 /// The group counts measured, side by side.
 const GROUP_COUNTS: [usize; 3] = [1, 2, 3];
 /// Distinct insert batches the clients cycle through (generated once).
 const BATCH_POOL: usize = 4;
-/// How long to wait for the proxy to count the flushed rows.
-const ROWS_WAIT: Duration = Duration::from_secs(60);
-
 /// The sizes of this scenario, from the shared flags.
 #[derive(Clone, Debug)]
 struct GroupSizes {
@@ -178,27 +176,6 @@ impl Setup {
             .map(procstat::cpu_time)
             .sum()
     }
-}
-
-fn node_args(role: &str, dir: &std::path::Path, meta_uri: &str) -> Vec<String> {
-    [
-        "node",
-        "--role",
-        role,
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir.display().to_string(),
-        "--meta-uri",
-        meta_uri,
-        "--merge-interval",
-        "0s",
-        "--log-level",
-        "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
 }
 
 fn add(total: &mut Option<Duration>, part: Option<Duration>) {
@@ -370,31 +347,6 @@ async fn search_round(setup: &mut Setup, sizes: &GroupSizes, round: usize) -> an
         setup.searches.extend(l);
     }
     Ok(())
-}
-
-/// Waits until `CountCollection` through the proxy reports `rows`.
-async fn wait_for_rows(client: &mut Client, name: &str, rows: i64) -> anyhow::Result<()> {
-    let deadline = Instant::now() + ROWS_WAIT;
-    loop {
-        let reply = client
-            .count_collection(CollectionName {
-                collection_name: name.to_string(),
-            })
-            .await
-            .context("CountCollection")?
-            .into_inner();
-        check(reply.status.as_ref(), "CountCollection")?;
-        if reply.collection_row_count >= rows {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "{name} holds {} rows after {ROWS_WAIT:?}, expected {rows}",
-                reply.collection_row_count
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn table(sizes: &GroupSizes, setups: &mut [Setup]) -> ScenarioReport {

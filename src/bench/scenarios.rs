@@ -1178,7 +1178,11 @@ async fn first_query_batch(
 }
 
 /// Waits until `CountCollection` reports `rows` (flushed data is visible).
-async fn wait_for_rows(client: &mut Client, name: &str, rows: i64) -> anyhow::Result<()> {
+pub(super) async fn wait_for_rows(
+    client: &mut Client,
+    name: &str,
+    rows: i64,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + SNAPSHOT_WAIT;
     loop {
         let reply = client
