@@ -6,6 +6,7 @@ Run them
     ... -m proxy / -m "not proxy"                  # only the proxy runs / all but them
     ... -k "[node" / -k "[proxy"                   # the shared suite against one target
     ... -m juicefs / -m "not juicefs"              # only the JuiceFS runs / all but them
+    ... -m groups / -k "proxy-groups"              # only the runs over two shard groups
 
 The suites
     test_milvus_api.py   the Milvus 1.1 API, each scenario run against every target of `target`
@@ -16,10 +17,14 @@ The suites
 
 Fixtures (each process on a free 127.0.0.1 port, in its own process group, killed at teardown,
 also when the test fails)
-    target            parametrised, ids `node`, `proxy` and `proxy-juicefs`: a `Target` with a
-                      connected client to a standalone node, to the proxy of `cluster`, or to the
-                      proxy of `juicefs_cluster`. All keep one segment file per flush (no
-                      background merges).
+    target            parametrised, ids `node`, `proxy`, `proxy-juicefs` and `proxy-groups`: a
+                      `Target` with a connected client to a standalone node, to the proxy of
+                      `cluster`, of `juicefs_cluster` or of `grouped_cluster`. All keep one
+                      segment file per flush (no background merges). Over groups a flush makes
+                      one file per group that got rows, segment names and file ids are
+                      qualified ("g1/<name>") and counts add up over groups; `Target.groups`
+                      names the groups (empty for one cluster) for the scenarios whose
+                      assertions depend on that.
     standalone_node   one `mishards node --role rw` over SQLite in the test's tmp dir, merging
                       in the background as by default; unpacks as (host, port, data_dir,
                       meta_uri) and has .restart()
@@ -33,8 +38,12 @@ also when the test fails)
                       node reaches through its own mount (metadata still in MariaDB); the folder
                       is removed at teardown. Skipped where JuiceFS cannot run (no /dev/fuse, no
                       juicefs binary, no Redis) unless MISHARDS_REQUIRE_JUICEFS=1
+    grouped_cluster   two shard groups (servers.GROUPS: g1 with a rw and two ro nodes, g2 with
+                      a rw and one ro node), each its own data dir and fresh MariaDB database
+                      `mishards_e2e_<random>` (dropped at teardown), behind one proxy whose
+                      config lists them as `[[groups]]` with `[placement] default = "spread"`
 
-Modules: servers.py (processes, set-ups, MariaDB), juicefs.py (JuiceFS volumes, the locking
+Modules: servers.py (processes, set-ups, MariaDB, the proxy's generated configs), juicefs.py (JuiceFS volumes, the locking
 protocol shared with tests/common/juicefs.rs), milvus_calls.py (pymilvus calls that check
 their status, status codes), oracle.py (test data and the brute-force oracle).
 
@@ -64,12 +73,15 @@ import juicefs
 from milvus_calls import Milvus, flush, milvus_client
 from servers import (
     CLUSTER_NODES,
+    GROUPS,
     NO_MERGES,
     PROXY_REFRESH_S,
     PROXY_SETTLE_S,
     Cluster,
+    GroupedCluster,
     MysqlServer,
     running_cluster,
+    running_groups,
     running_standalone_node,
 )
 
@@ -90,6 +102,9 @@ def pytest_configure(config):
     )
     config.addinivalue_line(
         "markers", "juicefs: the nodes' data dir is on a JuiceFS volume, one mount per node"
+    )
+    config.addinivalue_line(
+        "markers", "groups: the proxy of `grouped_cluster`, over two shard groups (clusters)"
     )
 
 
@@ -152,16 +167,24 @@ def juicefs_cluster(tmp_path, mysql_server, juicefs_volume):
         shutil.rmtree(data_dirs["rw"], ignore_errors=True)
 
 
+@pytest.fixture
+def grouped_cluster(tmp_path, mysql_server):
+    """Two shard groups (each rw + ro nodes, own data dir and MariaDB database) + one proxy."""
+    with running_groups(tmp_path, mysql_server, GROUPS) as running:
+        yield running
+
+
 @dataclass
 class Target:
     """What a shared scenario runs against, and what it may need to know about it."""
 
-    kind: str  # "node" or "proxy" (also for proxy-juicefs)
+    kind: str  # "node" or "proxy" (also for proxy-juicefs and proxy-groups)
     host: str
     port: int
     client: Milvus
-    # TableFiles.id of the RAW/TO_INDEX/INDEX files of a collection, from the target's meta.
-    searchable_file_ids: Callable[[str], list[int]]
+    # TableFiles.id of the RAW/TO_INDEX/INDEX files of a collection, from the target's meta;
+    # over groups qualified by group ("g1/12"), as the proxy takes them there.
+    searchable_file_ids: Callable[[str], list[int] | list[str]]
     # Seconds to wait after a write before reading through the target (the proxy's topology).
     settle_s: float = 0.0
     # How long a write the target did not make itself (the rw node's own background flush) may
@@ -169,6 +192,8 @@ class Target:
     foreign_write_lag_s: float = 0.0
     # Where the segment files are: "local" (a local dir) or "juicefs" (a mount per node).
     storage: str = "local"
+    # The shard groups behind the proxy, in config order; empty for a node or one cluster.
+    groups: tuple[str, ...] = ()
 
     @property
     def addr(self) -> str:
@@ -196,11 +221,17 @@ class Target:
             id="proxy-juicefs",
             marks=[pytest.mark.proxy, pytest.mark.cluster, pytest.mark.juicefs],
         ),
+        pytest.param(
+            "proxy-groups",
+            id="proxy-groups",
+            marks=[pytest.mark.proxy, pytest.mark.cluster, pytest.mark.groups],
+        ),
     ]
 )
 def target(request, tmp_path) -> Target:
-    """A standalone node over SQLite, the proxy in front of `cluster`, or the proxy in front of
-    `juicefs_cluster` (the same over MariaDB, its segment files on JuiceFS), all without merges."""
+    """A standalone node over SQLite, the proxy in front of `cluster`, the proxy in front of
+    `juicefs_cluster` (the same over MariaDB, its segment files on JuiceFS), or the proxy over
+    the two shard groups of `grouped_cluster`, all without merges."""
     if request.param == "node":
         with running_standalone_node(tmp_path, extra_args=NO_MERGES) as node:
             yield Target(
@@ -210,6 +241,18 @@ def target(request, tmp_path) -> Target:
                 client=milvus_client(node),
                 searchable_file_ids=node.searchable_file_ids,
             )
+    elif request.param == "proxy-groups":
+        grouped: GroupedCluster = request.getfixturevalue("grouped_cluster")
+        yield Target(
+            kind="proxy",
+            host=grouped.proxy.host,
+            port=grouped.proxy.port,
+            client=milvus_client(grouped.proxy),
+            searchable_file_ids=grouped.searchable_file_ids,
+            settle_s=PROXY_SETTLE_S,
+            foreign_write_lag_s=PROXY_REFRESH_S,
+            groups=tuple(grouped.groups),
+        )
     else:
         on_juicefs = request.param == "proxy-juicefs"
         running: Cluster = request.getfixturevalue("juicefs_cluster" if on_juicefs else "cluster")

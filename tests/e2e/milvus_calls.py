@@ -11,9 +11,10 @@ with warnings.catch_warnings():
     # pymilvus 1.1.2's generated protobuf code and its use of pkg_resources are deprecated.
     warnings.simplefilter("ignore", DeprecationWarning)
     warnings.simplefilter("ignore", UserWarning)
-    from milvus import IndexType, MetricType, Milvus, Status
+    from milvus import IndexType, MetricType, Milvus, ParamError, Status
 
-__all__ = ["IndexType", "MetricType", "Milvus", "Status"]  # re-exported, imported quietly here
+# re-exported, imported quietly here
+__all__ = ["IndexType", "MetricType", "Milvus", "ParamError", "Status"]
 
 # pymilvus status codes used by the tests (milvus/client/types.py: Status.*)
 SUCCESS = Status.SUCCESS  # 0
@@ -97,3 +98,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}", pytrace=False)
         time.sleep(interval)
+
+
+def search_in_files_unchecked(client: Milvus, name: str, file_ids, queries, topk: int):
+    """SearchInFiles as `client.search_in_segment` sends it, without pymilvus' client-side check
+    that every file id is a number: over shard groups the proxy takes them qualified
+    ("g1/12"), which pymilvus 1.1.2's `search_in_segment` refuses before sending (ParamError).
+    Returns (status, results)."""
+    with client._connection() as handler:  # pymilvus 1.1.2: the pool's GrpcHandler
+        return handler.search_in_files(name, list(file_ids), queries, topk, {})

@@ -2,8 +2,9 @@
 
 Each process runs on a free 127.0.0.1 port in its own process group, logs to
 <log_dir>/<name>.log and is killed at teardown (also on SIGTERM and at exit).
-`running_standalone_node` and `running_cluster` start and stop a whole set-up; conftest.py turns
-them into fixtures.
+`running_standalone_node`, `running_cluster` (one cluster's nodes, `running_nodes`, behind the
+proxy) and `running_groups` (several such clusters behind one proxy, as shard groups) start and
+stop a whole set-up; conftest.py turns them into fixtures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sqlite3
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlparse
@@ -288,10 +289,13 @@ class ProxyHandle:
 
 
 @dataclass
-class Cluster:
+class ClusterNodes:
+    """The nodes of one cluster: a rw node and its ro nodes over one data dir and one fresh
+    MariaDB database. `group` is its shard-group name ("" for the lone cluster)."""
+
+    group: str
     rw: NodeHandle
     ro: list[NodeHandle]
-    proxy: ProxyHandle
     meta_uri: str
     database: str
     data_dir: Path
@@ -305,6 +309,30 @@ class Cluster:
         """TableFiles.id of the RAW/TO_INDEX/INDEX files of a collection and its partitions."""
         rows = self.query(SEARCHABLE_FILES_SQL.format(name=sql_string(collection)))
         return [int(row[0]) for row in rows]
+
+
+@dataclass
+class Cluster(ClusterNodes):
+    """One cluster's nodes and the proxy in front of them."""
+
+    proxy: ProxyHandle
+
+
+@dataclass
+class GroupedCluster:
+    """Several clusters (shard groups, in config order) behind one proxy with `[[groups]]`."""
+
+    groups: dict[str, ClusterNodes]
+    proxy: ProxyHandle
+
+    def searchable_file_ids(self, collection: str) -> list[str]:
+        """The searchable files of a collection in every group, qualified as the proxy takes
+        them over groups: "g1/12", "g2/7" (each group numbers its own TableFiles)."""
+        return [
+            f"{name}/{file_id}"
+            for name, nodes in self.groups.items()
+            for file_id in nodes.searchable_file_ids(collection)
+        ]
 
 
 def print_log_tails(processes: Iterable[ManagedProcess | None]):
@@ -395,21 +423,34 @@ def running_standalone_node(tmp_path: Path, extra_args: Sequence[str] = ()) -> I
 
 
 CLUSTER_NODES = ("rw", "ro1", "ro2")
+# The shard groups of `running_groups`: name -> how many ro nodes (not all groups alike).
+GROUPS = {"g1": 2, "g2": 1}
+
+
+def cluster_node_names(readonly: int) -> tuple[str, ...]:
+    return ("rw", *(f"ro{i}" for i in range(1, readonly + 1)))
 
 
 @contextlib.contextmanager
-def running_cluster(
-    tmp_path: Path, mysql_server: MysqlServer, data_dirs: dict[str, Path] | None = None
-) -> Iterator[Cluster]:
-    """rw node + 2 ro nodes (shared data dir, one fresh MariaDB database) + the proxy.
+def running_nodes(
+    tmp_path: Path,
+    mysql_server: MysqlServer,
+    data_dirs: dict[str, Path] | None = None,
+    group: str = "",
+    readonly: int = 2,
+) -> Iterator[ClusterNodes]:
+    """rw node + `readonly` ro nodes sharing one data dir and one fresh MariaDB database
+    `mishards_e2e_<random>` (dropped on exit), without a proxy.
 
-    `data_dirs` gives each node of CLUSTER_NODES its path to the one shared data dir (e.g. the
+    `data_dirs` gives each node ("rw", "ro1", ...) its path to the one shared data dir (e.g. the
     same folder of a JuiceFS volume through each node's own mount); the "rw" one is created.
-    Default: tmp_path/data for all three. The metadata is always MariaDB, never on that dir."""
+    Default: tmp_path/data (tmp_path/data-<group> for a group) for all. A group's nodes log as
+    <group>-rw, <group>-ro1... The metadata is always MariaDB, never on that dir."""
+    names = cluster_node_names(readonly)
     if data_dirs is None:
-        shared = tmp_path / "data"
-        data_dirs = {name: shared for name in CLUSTER_NODES}
-    assert set(data_dirs) == set(CLUSTER_NODES), f"one data dir per node: {sorted(data_dirs)}"
+        shared = tmp_path / (f"data-{group}" if group else "data")
+        data_dirs = {name: shared for name in names}
+    assert set(data_dirs) == set(names), f"one data dir per node of {names}: {sorted(data_dirs)}"
     data_dir = data_dirs["rw"]
     data_dir.mkdir(parents=True)
     database = f"mishards_e2e_{uuid.uuid4().hex[:12]}"
@@ -418,10 +459,10 @@ def running_cluster(
     log_dir = tmp_path / "logs"
     node_args = ["--flush-interval", "1s", *NO_MERGES]
 
-    def make_node(name: str, role: str) -> NodeHandle:
+    def make_node(name: str) -> NodeHandle:
         return NodeHandle(
-            name=name,
-            role=role,
+            name=f"{group}-{name}" if group else name,
+            role="rw" if name == "rw" else "ro",
             host=HOST,
             port=free_port(),
             data_dir=data_dirs[name],
@@ -430,37 +471,101 @@ def running_cluster(
             log_dir=log_dir,
         )
 
-    rw = make_node("rw", "rw")
-    ro = [make_node("ro1", "ro"), make_node("ro2", "ro")]
-    proxy: ProxyHandle | None = None
+    rw = make_node("rw")
+    ro = [make_node(name) for name in names[1:]]
     try:
         rw.start()  # creates the meta schema; the ro nodes expect it
         for node in ro:
             node.start(wait=False)
         for node in ro:
             node.wait_ready()
-        proxy = start_proxy(tmp_path, meta_uri, rw, ro, log_dir)
-        yield Cluster(
+        yield ClusterNodes(
+            group=group,
             rw=rw,
             ro=ro,
-            proxy=proxy,
             meta_uri=meta_uri,
             database=database,
             data_dir=data_dir,
             mysql=mysql_server,
         )
     finally:
-        if proxy is not None:
-            proxy.process.stop()
         for node in [*ro, rw]:
             node.stop()
-        print_log_tails([proxy.process if proxy else None, rw.process, *(n.process for n in ro)])
+        print_log_tails([rw.process, *(n.process for n in ro)])
         mysql_server.execute(f"DROP DATABASE IF EXISTS `{database}`")
 
 
-def start_proxy(tmp_path: Path, meta_uri: str, rw: NodeHandle, ro: list[NodeHandle], log_dir):
+@contextlib.contextmanager
+def running_cluster(
+    tmp_path: Path, mysql_server: MysqlServer, data_dirs: dict[str, Path] | None = None
+) -> Iterator[Cluster]:
+    """rw node + 2 ro nodes (shared data dir, one fresh MariaDB database) + the proxy.
+
+    `data_dirs` as for `running_nodes`, one per node of CLUSTER_NODES."""
+    with running_nodes(tmp_path, mysql_server, data_dirs) as nodes:
+        proxy = start_proxy(tmp_path, backends_toml(nodes), tmp_path / "logs")
+        try:
+            yield Cluster(**{f.name: getattr(nodes, f.name) for f in fields(nodes)}, proxy=proxy)
+        finally:
+            proxy.process.stop()
+            print_log_tails([proxy.process])
+
+
+@contextlib.contextmanager
+def running_groups(
+    tmp_path: Path, mysql_server: MysqlServer, groups: dict[str, int] = GROUPS
+) -> Iterator[GroupedCluster]:
+    """One cluster per shard group (`running_nodes`: its own rw and ro nodes, data dir and
+    fresh MariaDB database) behind one proxy with `[[groups]]` and `[placement] default =
+    "spread"`: every collection lives in every group, each row in the group owning its id."""
+    with contextlib.ExitStack() as stack:
+        clusters = {
+            name: stack.enter_context(
+                running_nodes(tmp_path, mysql_server, group=name, readonly=readonly)
+            )
+            for name, readonly in groups.items()
+        }
+        proxy = start_proxy(tmp_path, groups_toml(clusters.values()), tmp_path / "logs")
+        try:
+            yield GroupedCluster(groups=clusters, proxy=proxy)
+        finally:
+            proxy.process.stop()
+            print_log_tails([proxy.process])
+
+
+def toml_list(nodes: Iterable[NodeHandle]) -> str:
+    return "[" + ", ".join(f'"{node.addr}"' for node in nodes) + "]"
+
+
+def backends_toml(nodes: ClusterNodes) -> str:
+    """The proxy config's part for one cluster: [meta] and [backends]."""
+    return f"""[meta]
+uri = "{nodes.meta_uri}"
+
+[backends]
+writable = "{nodes.rw.addr}"
+readonly = {toml_list(nodes.ro)}
+"""
+
+
+def groups_toml(groups: Iterable[ClusterNodes]) -> str:
+    """The proxy config's part for shard groups: one [[groups]] per cluster, all spread."""
+    parts = [
+        f"""[[groups]]
+name = "{nodes.group}"
+meta_uri = "{nodes.meta_uri}"
+writable = "{nodes.rw.addr}"
+readonly = {toml_list(nodes.ro)}
+"""
+        for nodes in groups
+    ]
+    return "\n".join(parts) + '\n[placement]\ndefault = "spread"\n'
+
+
+def start_proxy(tmp_path: Path, backends: str, log_dir: Path) -> ProxyHandle:
+    """`mishards serve` with a generated TOML config: its listen addresses, the topology refresh
+    and `backends` (`backends_toml` or `groups_toml`)."""
     port, metrics_port = free_port(), free_port()
-    readonly = ", ".join(f'"{node.addr}"' for node in ro)
     config_path = tmp_path / "mishards.toml"
     config_path.write_text(
         f"""[server]
@@ -469,16 +574,10 @@ listen = "{HOST}:{port}"
 [metrics]
 listen = "{HOST}:{metrics_port}"
 
-[meta]
-uri = "{meta_uri}"
-
-[backends]
-writable = "{rw.addr}"
-readonly = [{readonly}]
-
 [topology]
 refresh_interval = "{PROXY_REFRESH}"
-"""
+
+{backends}"""
     )
     argv = [mishards_bin(), "serve", "--config", str(config_path)]
     process = ManagedProcess("proxy", argv, log_dir)

@@ -3,8 +3,11 @@
 `target` (conftest.py) is a standalone `mishards node` over SQLite (`[node]`), the proxy in
 front of one rw and two ro nodes over MariaDB sharing a local data dir (`[proxy]`, marked
 `proxy`), or the same cluster with its data dir on a JuiceFS volume that each node reaches
-through its own mount (`[proxy-juicefs]`, also marked `juicefs`): a Milvus 1.1 client must not
-be able to tell them apart. Every search is checked against the brute-force oracle.
+through its own mount (`[proxy-juicefs]`, also marked `juicefs`), or the proxy over two such
+clusters as shard groups (`[proxy-groups]`, also marked `groups`): a Milvus 1.1 client must not
+be able to tell them apart, except where a scenario looks at files and segments, which over
+groups are one per group and flush, named "<group>/<name>" (`target.groups`). Every search is
+checked against the brute-force oracle.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from milvus_calls import (
     UNEXPECTED_ERROR,
     IndexType,
     MetricType,
+    ParamError,
     assert_code,
     assert_ok,
     count,
     create_collection,
     insert,
     search,
+    search_in_files_unchecked,
     wait_until,
 )
 from oracle import assert_search_matches, binary_vectors, float_vectors, unique_name
@@ -57,6 +62,17 @@ def new_collection(target, metric, dim=DIM) -> str:
     name = unique_name()
     create_collection(target.client, name, dim, metric)
     return name
+
+
+def assert_segment_names_qualified(target, segments):
+    """Over shard groups ShowCollectionInfo names each segment "<group>/<its name there>", and
+    (with rows in every group) every group has some; a single cluster's names are bare."""
+    names = [str(s) for s in segments]
+    if target.groups:
+        assert all(n.count("/") == 1 for n in names), names
+        assert sorted({n.split("/")[0] for n in names}) == sorted(target.groups), names
+    else:
+        assert not any("/" in n for n in names), names
 
 
 def queries_from(rng, dataset, dim=DIM, exact=2, fresh=3):
@@ -209,6 +225,8 @@ def test_many_segments_and_topks(target):
     assert count(client, name) == 1600
     file_ids = target.searchable_file_ids(name)
     assert len(file_ids) >= 2, f"expected one file per flush, TableFiles has {file_ids}"
+    if target.groups:  # each group's own files, qualified by it: every group got rows
+        assert sorted({f.split("/")[0] for f in file_ids}) == sorted(target.groups), file_ids
 
     queries = float_vectors(rng, 6, DIM)
     for topk in (1, 10, 64):
@@ -436,6 +454,9 @@ def test_collection_stats_and_list_id_in_segment(target):
     segments = default[0]["segments"] or []
     assert segments, f"no segments after two flushes: {stats}"
     assert sum(s["row_count"] for s in segments) == 160, stats
+    # One segment per flush, in every group that got rows of it (over groups: all of them).
+    assert len(segments) == 2 * max(1, len(target.groups)), stats
+    assert_segment_names_qualified(target, [s["name"] for s in segments])
 
     listed = []
     for segment in segments:
@@ -462,22 +483,47 @@ def test_cache_segment_and_compaction_calls(target):
     assert has is True
 
     # SearchInFiles (through the proxy: the files are split over the ro nodes and merged).
+    # Over groups each flush leaves a file in every group (each holds some of the 40-60 rows),
+    # and the file ids are qualified by group ("g1/3"): pymilvus 1.1.2 refuses those before
+    # sending (it wants numbers), so they go through its handler unchecked, and bare ids,
+    # which name no group, are refused by the proxy.
     file_ids = target.searchable_file_ids(name)
-    assert len(file_ids) == 4, file_ids
     queries = float_vectors(rng, 2, DIM)
-    status, results = client.search_in_segment(name, file_ids, queries, 10, params={})
-    assert_ok(status, "search_in_segment")
-    assert_search_matches(results, queries, dataset, MetricType.L2, 10)
-    status, _ = client.search_in_segment(name, [10**12], queries, 10, params={})
-    assert_code(status, UNEXPECTED_ERROR, "search_in_segment with an unknown file id")
-    assert_ok(client.reload_segments(name, [str(i) for i in file_ids]))
+    if target.groups:
+        assert len(file_ids) == 4 * len(target.groups), file_ids
+        assert sorted({f.split("/")[0] for f in file_ids}) == sorted(target.groups), file_ids
+        with pytest.raises(ParamError):
+            client.search_in_segment(name, file_ids, queries, 10, params={})
+        bare = [f.split("/")[1] for f in file_ids]
+        status, _ = client.search_in_segment(name, bare, queries, 10, params={})
+        assert_code(status, ILLEGAL_ARGUMENT, "search_in_segment with unqualified file ids")
+        status, results = search_in_files_unchecked(client, name, file_ids, queries, 10)
+        assert_ok(status, "search_in_segment")
+        assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+        unknown = f"{target.groups[0]}/{10**12}"
+        status, _ = search_in_files_unchecked(client, name, [unknown], queries, 10)
+        assert_code(status, UNEXPECTED_ERROR, "search_in_segment with an unknown file id")
+        status, _ = search_in_files_unchecked(client, name, [f"g0/{bare[0]}"], queries, 10)
+        assert_code(status, ILLEGAL_ARGUMENT, "search_in_segment in an unknown group")
+        assert_ok(client.reload_segments(name, file_ids))
+        status = client.reload_segments(name, bare)
+        assert_code(status, ILLEGAL_ARGUMENT, "reload_segments with unqualified ids")
+    else:
+        assert len(file_ids) == 4, file_ids
+        status, results = client.search_in_segment(name, file_ids, queries, 10, params={})
+        assert_ok(status, "search_in_segment")
+        assert_search_matches(results, queries, dataset, MetricType.L2, 10)
+        status, _ = client.search_in_segment(name, [10**12], queries, 10, params={})
+        assert_code(status, UNEXPECTED_ERROR, "search_in_segment with an unknown file id")
+        assert_ok(client.reload_segments(name, [str(i) for i in file_ids]))
 
     # Segment names come from the stats; listing the ids of one segment goes to the writer.
     status, stats = client.get_collection_stats(name)
     assert_ok(status)
     assert stats["row_count"] == 220, stats
     segments = [s["name"] for p in stats["partitions"] for s in (p["segments"] or [])]
-    assert len(segments) == 4, stats
+    assert len(segments) == 4 * max(1, len(target.groups)), stats
+    assert_segment_names_qualified(target, segments)
     listed = set()
     for segment in segments:
         status, ids = client.list_id_in_segment(name, segment)
@@ -536,27 +582,46 @@ def test_create_index_and_get_index_info(target):
     assert_search_matches(results, queries, dataset, MetricType.L2, 10)
 
 
-def segment_index_names(client, name):
+BUILD_INDEX_THRESHOLD = 4096  # rows; Milvus indexes smaller segments only when they grow
+
+
+def segment_indexes(client, name) -> list[tuple[int, str]]:
+    """(row_count, index_name) of each segment of the root partition, sorted."""
     status, stats = client.get_collection_stats(name)
     assert_ok(status)
     default = [p for p in stats["partitions"] if p["tag"] == "_default"]
-    return sorted(s["index_name"] for s in default[0]["segments"] or [])
+    return sorted((s["row_count"], s["index_name"]) for s in default[0]["segments"] or [])
 
 
 def test_create_index_builds_big_segments_and_drop_index_returns_to_idmap(target):
     """Segments of >= 4096 rows are indexed before create_index answers (Milvus'
-    BUILD_INDEX_THRESHOLD); the stats name the index per segment."""
+    BUILD_INDEX_THRESHOLD); the stats name the index per segment.
+
+    Over shard groups a flushed batch is split into one segment per group, so each batch
+    carries enough rows for every group's part of it to pass the threshold."""
     client = target.client
     rng = random.Random(4096)
     name = new_collection(target, MetricType.L2)
-    dataset = load_in_batches(target, name, rng, batches=2, rows=4100)
+    groups = max(1, len(target.groups))
+    # 4100 rows: just over the threshold. Over n groups each gets ~1/n of 4400 n rows (the owner
+    # of an id is a hash): below 4096 only some 6 standard deviations off.
+    big = 4100 if groups == 1 else 4400 * groups
+    dataset = load_in_batches(target, name, rng, batches=2, rows=big)
     dataset.update(load_in_batches(target, name, rng, batches=1, rows=50))  # too small: raw
-    assert segment_index_names(client, name) == ["IDMAP"] * 3
+    before = segment_indexes(client, name)
+    assert len(before) == 3 * groups, before
+    assert [index for _, index in before] == ["IDMAP"] * 3 * groups, before
+    big_segments = [rows for rows, _ in before if rows >= BUILD_INDEX_THRESHOLD]
+    assert len(big_segments) == 2 * groups, before
 
     assert_ok(client.create_index(name, IndexType.IVF_FLAT, {"nlist": 16}))
     target.settle()
-    assert segment_index_names(client, name) == ["IDMAP", "IVFFLAT", "IVFFLAT"]
-    assert count(client, name) == 8250
+    indexed = segment_indexes(client, name)
+    expected = [
+        (rows, "IVFFLAT" if rows >= BUILD_INDEX_THRESHOLD else "IDMAP") for rows, _ in before
+    ]
+    assert indexed == sorted(expected), indexed
+    assert count(client, name) == 2 * big + 50
 
     # nprobe == nlist probes every list of IVF_FLAT: the answer is exact.
     queries = queries_from(rng, dataset)
@@ -569,8 +634,8 @@ def test_create_index_builds_big_segments_and_drop_index_returns_to_idmap(target
 
     assert_ok(client.drop_index(name))
     target.settle()
-    assert segment_index_names(client, name) == ["IDMAP"] * 3
-    assert count(client, name) == 8250
+    assert segment_indexes(client, name) == before
+    assert count(client, name) == 2 * big + 50
     results = search(client, name, queries, 10)
     assert_search_matches(results, queries, dataset, MetricType.L2, 10)
 
