@@ -351,8 +351,19 @@ impl GroupedService {
             .map(|g| self.groups[*g].name.as_str())
             .collect();
         let owners = split_by_owner(&p.id_array, &names);
-        // Every group checks the collection and tag, even with no ids of its own.
-        let results = join_all(targets.iter().enumerate().map(|(i, &g)| {
+        // Only the groups owning some of the ids get a delete (they check the collection and
+        // tag): Milvus refuses an empty one ("No vector id specified"). With no ids at all the
+        // first group answers, as one Milvus would.
+        let mut sends: Vec<(usize, usize)> = targets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !owners[*i].is_empty())
+            .map(|(i, &g)| (i, g))
+            .collect();
+        if sends.is_empty() {
+            sends.push((0, targets[0]));
+        }
+        let results = join_all(sends.into_iter().map(|(i, g)| {
             let request = DeleteByIdParam {
                 collection_name: p.collection_name.clone(),
                 partition_tag: p.partition_tag.clone(),
