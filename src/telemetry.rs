@@ -8,10 +8,11 @@
 //! ending in `# EOF`), served with the OpenMetrics content type, which
 //! Prometheus scrapes natively.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -38,20 +39,57 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 17))
 }
 
+/// Which shard group each backend node belongs to: the `group` label every
+/// backend series carries. A node is in one group (`check-config` refuses a
+/// node in two); a single-cluster proxy's nodes, and nodes never assigned,
+/// are in the implicit group "default".
+#[derive(Clone, Default)]
+pub struct BackendGroups(Arc<RwLock<HashMap<String, String>>>);
+
+impl BackendGroups {
+    /// Files `backend` under `group` (a reload may add nodes to a group).
+    pub fn assign(&self, backend: &str, group: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(backend.to_string(), group.to_string());
+    }
+
+    /// The group of `backend`.
+    pub fn of(&self, backend: &str) -> String {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(backend)
+            .cloned()
+            .unwrap_or_else(|| crate::config::IMPLICIT_GROUP.to_string())
+    }
+
+    /// The `group` and `backend` labels of `backend`'s series.
+    fn labels(&self, backend: &str) -> Labels<2> {
+        [
+            ("group", self.of(backend)),
+            ("backend", backend.to_string()),
+        ]
+    }
+}
+
 /// Every series the proxy exports, registered in one registry.
 pub struct Metrics {
     registry: Registry,
+    /// The `group` label of the backend series.
+    pub backend_groups: BackendGroups,
     requests: Family<Labels<2>, Counter>,
     request_duration: HistogramFamily<1>,
-    backend_requests: Family<Labels<3>, Counter>,
-    backend_request_duration: HistogramFamily<2>,
+    backend_requests: Family<Labels<4>, Counter>,
+    backend_request_duration: HistogramFamily<3>,
     search_fanout_nodes: Histogram,
     search_files: Histogram,
     merge_duration: Histogram,
     topology_refresh_duration: Histogram,
     topology_refresh_failures: Counter,
     topology_age: Gauge<f64, AtomicU64>,
-    backend_up: Family<Labels<1>, Gauge>,
+    backend_up: Family<Labels<2>, Gauge>,
     inflight_requests: Gauge,
     warmup_searches: Family<Labels<1>, Counter>,
     guard: GuardMetrics,
@@ -101,8 +139,8 @@ impl Metrics {
         let requests = Family::<Labels<2>, Counter>::default();
         let request_duration: HistogramFamily<1> =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let backend_requests = Family::<Labels<3>, Counter>::default();
-        let backend_request_duration: HistogramFamily<2> =
+        let backend_requests = Family::<Labels<4>, Counter>::default();
+        let backend_request_duration: HistogramFamily<3> =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         // 1 to 256 nodes, and 1 to 32768 segment files per search.
         let search_fanout_nodes = Histogram::new(exponential_buckets(1.0, 2.0, 9));
@@ -112,7 +150,7 @@ impl Metrics {
         let topology_refresh_duration = latency_histogram();
         let topology_refresh_failures = Counter::default();
         let topology_age = Gauge::<f64, AtomicU64>::default();
-        let backend_up = Family::<Labels<1>, Gauge>::default();
+        let backend_up = Family::<Labels<2>, Gauge>::default();
         let inflight_requests = Gauge::default();
         let warmup_searches = Family::<Labels<1>, Counter>::default();
         let guard = GuardMetrics::register(&mut registry);
@@ -188,12 +226,14 @@ impl Metrics {
             Info::new([("version", env!("CARGO_PKG_VERSION").to_string())]),
         );
 
-        let resilience = ResilienceMetrics::register(&mut registry);
+        let backend_groups = BackendGroups::default();
+        let resilience = ResilienceMetrics::register(&mut registry, backend_groups.clone());
         let ops = OpsMetrics::register(&mut registry);
         Arc::new(Metrics {
             resilience,
             ops,
             registry,
+            backend_groups,
             requests,
             request_duration,
             backend_requests,
@@ -254,22 +294,17 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// One call to a backend node: backend address, method, outcome ("ok" /
-    /// error code name / "transport_error").
+    /// One call to a backend node: its group and address, method, outcome
+    /// ("ok" / error code name / "transport_error").
     pub fn observe_backend(&self, backend: &str, method: &str, outcome: &str, seconds: f64) {
-        self.backend_requests
-            .get_or_create(&[
-                ("backend", backend.to_string()),
-                ("method", method.to_string()),
-                ("outcome", outcome.to_string()),
-            ])
-            .inc();
+        let [group, backend] = self.backend_groups.labels(backend);
+        let method = ("method", method.to_string());
         self.backend_request_duration
-            .get_or_create(&[
-                ("backend", backend.to_string()),
-                ("method", method.to_string()),
-            ])
+            .get_or_create(&[group.clone(), backend.clone(), method.clone()])
             .observe(seconds);
+        self.backend_requests
+            .get_or_create(&[group, backend, method, ("outcome", outcome.to_string())])
+            .inc();
     }
 
     /// How many nodes and segment files one search fanned out to.
@@ -299,13 +334,13 @@ impl Metrics {
     /// Health of one backend node.
     pub fn set_backend_up(&self, backend: &str, up: bool) {
         self.backend_up
-            .get_or_create(&[("backend", backend.to_string())])
+            .get_or_create(&self.backend_groups.labels(backend))
             .set(i64::from(up));
     }
 
     /// Drops the series of a backend removed by a reload (it is not down, it is gone).
     pub fn forget_backend(&self, backend: &str) {
-        self.backend_up.remove(&[("backend", backend.to_string())]);
+        self.backend_up.remove(&self.backend_groups.labels(backend));
     }
 
     /// Counts one in-flight RPC until the guard is dropped.
@@ -331,17 +366,21 @@ impl Metrics {
 /// The series of deadlines, hedging, passive ejection and admission control.
 #[derive(Clone, Default)]
 pub struct ResilienceMetrics {
+    backend_groups: BackendGroups,
     shed: Family<Labels<1>, Counter>,
-    hedged: Family<Labels<1>, Counter>,
-    ejected: Family<Labels<1>, Gauge>,
+    hedged: Family<Labels<2>, Counter>,
+    ejected: Family<Labels<2>, Gauge>,
     deadline_exceeded: Family<Labels<1>, Counter>,
-    backend_inflight: Family<Labels<1>, Gauge>,
+    backend_inflight: Family<Labels<2>, Gauge>,
     writer_fallbacks: Counter,
 }
 
 impl ResilienceMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let me = Self::default();
+    fn register(registry: &mut Registry, backend_groups: BackendGroups) -> Self {
+        let me = Self {
+            backend_groups,
+            ..Self::default()
+        };
         registry.register(
             "mishards_shed_requests",
             "Requests refused by admission control, by limit (inflight, queued_work, result_size, backend_limit)",
@@ -387,13 +426,13 @@ impl ResilienceMetrics {
 
     pub fn hedged(&self, backend: &str) {
         self.hedged
-            .get_or_create(&[("backend", backend.to_string())])
+            .get_or_create(&self.backend_groups.labels(backend))
             .inc();
     }
 
     pub fn set_ejected(&self, backend: &str, ejected: bool) {
         self.ejected
-            .get_or_create(&[("backend", backend.to_string())])
+            .get_or_create(&self.backend_groups.labels(backend))
             .set(i64::from(ejected));
     }
 
@@ -406,7 +445,7 @@ impl ResilienceMetrics {
     /// The gauge of calls in flight to `backend`.
     pub fn backend_inflight(&self, backend: &str) -> Gauge {
         self.backend_inflight
-            .get_or_create(&[("backend", backend.to_string())])
+            .get_or_create(&self.backend_groups.labels(backend))
             .clone()
     }
 }
@@ -571,7 +610,9 @@ mod tests {
         metrics.observe_topology_refresh(0.02, false);
         metrics.set_topology_age(1.5);
         metrics.set_backend_up("10.0.0.2:19530", true);
+        metrics.backend_groups.assign("10.0.0.3:19530", "g2");
         metrics.set_backend_up("10.0.0.3:19530", false);
+        metrics.resilience.hedged("10.0.0.3:19530");
         let text = metrics.encode();
         for expected in [
             "# TYPE mishards_requests counter",
@@ -580,16 +621,17 @@ mod tests {
             r#"mishards_request_duration_seconds_count{method="Search"} 2"#,
             r#"mishards_request_duration_seconds_bucket{le="0.0005",method="Search"} 0"#,
             r#"mishards_request_duration_seconds_bucket{le="0.001",method="Search"} 1"#,
-            r#"mishards_backend_requests_total{backend="10.0.0.2:19530",method="Search",outcome="transport_error"} 1"#,
-            r#"mishards_backend_request_duration_seconds_count{backend="10.0.0.2:19530",method="Search"} 1"#,
+            r#"mishards_backend_requests_total{group="default",backend="10.0.0.2:19530",method="Search",outcome="transport_error"} 1"#,
+            r#"mishards_backend_request_duration_seconds_count{group="default",backend="10.0.0.2:19530",method="Search"} 1"#,
             "mishards_search_fanout_nodes_sum 3.0",
             "mishards_search_files_sum 40.0",
             "mishards_merge_duration_seconds_count 1",
             "mishards_topology_refresh_duration_seconds_count 2",
             "mishards_topology_refresh_failures_total 1",
             "mishards_topology_age_seconds 1.5",
-            r#"mishards_backend_up{backend="10.0.0.2:19530"} 1"#,
-            r#"mishards_backend_up{backend="10.0.0.3:19530"} 0"#,
+            r#"mishards_backend_up{group="default",backend="10.0.0.2:19530"} 1"#,
+            r#"mishards_backend_up{group="g2",backend="10.0.0.3:19530"} 0"#,
+            r#"mishards_hedged_requests_total{group="g2",backend="10.0.0.3:19530"} 1"#,
             "mishards_inflight_requests 0",
             &format!(
                 r#"mishards_build_info{{version="{}"}} 1"#,

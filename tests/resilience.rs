@@ -67,7 +67,7 @@ fn ok_searches_on(proxy: &RunningProxy, backend: &str) -> f64 {
     metric(
         proxy,
         &format!(
-            "mishards_backend_requests_total{{backend=\"{backend}\",method=\"SearchInFiles\",outcome=\"ok\"}}"
+            "mishards_backend_requests_total{{group=\"default\",backend=\"{backend}\",method=\"SearchInFiles\",outcome=\"ok\"}}"
         ),
     )
 }
@@ -159,11 +159,11 @@ async fn until_back(
 fn is_out(proxy: &RunningProxy, backend: &str) -> bool {
     metric(
         proxy,
-        &format!("mishards_backend_ejected{{backend=\"{backend}\"}}"),
+        &format!("mishards_backend_ejected{{group=\"default\",backend=\"{backend}\"}}"),
     ) == 1.0
         || metric(
             proxy,
-            &format!("mishards_backend_up{{backend=\"{backend}\"}}"),
+            &format!("mishards_backend_up{{group=\"default\",backend=\"{backend}\"}}"),
         ) == 0.0
 }
 

@@ -334,7 +334,7 @@ fn parts_answered(proxy: &proxy::RunningProxy, sidecars: &[TlsSidecar]) -> Vec<f
         .iter()
         .map(|s| {
             let series = format!(
-                "mishards_backend_requests_total{{backend=\"{}\",method=\"SearchInFiles\",outcome=\"ok\"}} ",
+                "mishards_backend_requests_total{{group=\"default\",backend=\"{}\",method=\"SearchInFiles\",outcome=\"ok\"}} ",
                 s.addr
             );
             text.lines()
