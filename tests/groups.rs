@@ -12,11 +12,17 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
-use mishards::config::{Config, GroupConfig};
-use mishards::proxy::{self, RunningProxy};
+use mishards::config::{Config, GroupConfig, PlacementDefault};
+use mishards::proxy::reload::ReloadOutcome;
+use mishards::proxy::{self, RunningProxy, StartOptions};
 use mishards::wire::*;
+use tonic_health::pb::health_check_response::ServingStatus;
 
-on_both_databases!(spread_collection_is_one_milvus, failures_leave_nothing);
+on_both_databases!(
+    spread_collection_is_one_milvus,
+    failures_leave_nothing,
+    operated_like_one_cluster
+);
 
 /// Two clusters with one read-only node each (their own proxies unused).
 async fn two_clusters(setup: &Setup) -> Vec<Cluster> {
@@ -28,6 +34,13 @@ async fn two_clusters(setup: &Setup) -> Vec<Cluster> {
 
 /// A proxy over `clusters` as groups g1, g2, ...; `tenant` pinned to the last.
 async fn grouped_proxy(clusters: &[Cluster]) -> RunningProxy {
+    proxy::start(grouped_config(clusters))
+        .await
+        .expect("grouped proxy starts")
+}
+
+/// The configuration of [`grouped_proxy`].
+fn grouped_config(clusters: &[Cluster]) -> Config {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
     config.metrics.listen = "127.0.0.1:0".into();
@@ -54,7 +67,7 @@ async fn grouped_proxy(clusters: &[Cluster]) -> RunningProxy {
         .insert("tenant".into(), format!("g{}", clusters.len()));
     let errors = config.validate();
     assert!(errors.is_empty(), "{errors:?}");
-    proxy::start(config).await.expect("grouped proxy starts")
+    config
 }
 
 async fn count(client: &mut Client, name: &str) -> i64 {
@@ -343,6 +356,178 @@ async fn failures_leave_nothing(setup: Setup) {
         "{}: rows of the failed insert remain in g1",
         setup.label()
     );
+
+    proxy.stop(Duration::from_secs(1)).await.unwrap();
+    for c in clusters {
+        c.stop().await;
+    }
+}
+
+/// The rejection reason of a reload that must be refused.
+fn refused(outcome: ReloadOutcome) -> String {
+    match outcome {
+        ReloadOutcome::Rejected(reason) => reason,
+        applied => panic!("the reload was applied: {applied:?}"),
+    }
+}
+
+/// Whether `collection` exists on the writable node of `cluster`.
+async fn held_by(cluster: &Cluster, collection: &str) -> bool {
+    let mut writer = cluster.writer_client();
+    let has = grpc_ok(
+        "HasCollection",
+        writer
+            .has_collection(CollectionName {
+                collection_name: collection.into(),
+            })
+            .await,
+    );
+    assert_ok("HasCollection", &has.status);
+    has.bool_reply
+}
+
+/// Operating a grouped proxy: reload refuses what would move rows and
+/// applies the rest live (nodes and placement), `/admin` answers per group,
+/// every backend series carries its group, and health says which group can
+/// serve what.
+async fn operated_like_one_cluster(setup: Setup) {
+    let mut clusters = vec![
+        Cluster::with(&setup).readers(1).start().await,
+        Cluster::with(&setup).readers(2).start().await,
+    ];
+    let config = grouped_config(&clusters);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mishards.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let options = StartOptions {
+        config_path: Some(path.clone()),
+        ..StartOptions::default()
+    };
+    let proxy = proxy::start_with(config.clone(), options).await.unwrap();
+    let mut client = client_of(proxy.addr);
+    create_collection(&mut client, "spread", 8, L2).await;
+    create_collection(&mut client, "tenant", 8, L2).await;
+    assert!(held_by(&clusters[1], "tenant").await && !held_by(&clusters[0], "tenant").await);
+    // The reload check reads the groups' metadata snapshots (refreshed every 100 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Changes that would move rows are refused, naming the collections.
+    let mut repinned = config.clone();
+    repinned
+        .placement
+        .pinned
+        .insert("tenant".into(), "g1".into());
+    let reason = refused(proxy.reconfigurer.apply(repinned));
+    assert!(reason.contains("tenant (g2 -> g1)"), "{reason}");
+    let mut by_name = config.clone();
+    by_name.placement.default = PlacementDefault::Pinned;
+    let reason = refused(proxy.reconfigurer.apply(by_name));
+    assert!(reason.contains("spread (g1,g2 -> g"), "{reason}");
+    let mut grown = config.clone();
+    grown.groups.push(GroupConfig {
+        name: "g3".into(),
+        meta_uri: format!("sqlite://{}", dir.path().join("g3.sqlite").display()),
+        writable: "127.0.0.1:1".into(),
+        readonly: vec![],
+    });
+    let reason = refused(proxy.reconfigurer.apply(grown));
+    assert!(reason.contains("spread (g1,g2 -> g1,g2,g3)"), "{reason}");
+    assert!(!reason.contains("tenant"), "{reason}");
+
+    // A pin for a new collection and one reader fewer in g2 apply live, from the file.
+    let mut next = config.clone();
+    next.placement.pinned.insert("fresh".into(), "g1".into());
+    let dropped = next.groups[1].readonly.pop().unwrap();
+    let kept = next.groups[1].readonly[0].clone();
+    std::fs::write(&path, toml::to_string(&next).unwrap()).unwrap();
+    match proxy.reconfigurer.reload_file() {
+        ReloadOutcome::Applied {
+            change,
+            needs_restart,
+        } => {
+            assert_eq!(change.removed, vec![dropped.clone()]);
+            assert!(needs_restart.is_empty(), "{needs_restart:?}");
+        }
+        rejected => panic!("{rejected:?}"),
+    }
+    create_collection(&mut client, "fresh", 8, L2).await;
+    assert!(held_by(&clusters[0], "fresh").await && !held_by(&clusters[1], "fresh").await);
+
+    // /admin over groups: route per group, the config in effect.
+    let (code, route) = http_get(proxy.metrics_addr, "/admin/route/spread").await;
+    assert_eq!(code, 200, "{route}");
+    let route: serde_json::Value = serde_json::from_str(&route).unwrap();
+    assert!(
+        route["groups"]["g1"].is_object() && route["groups"]["g2"].is_object(),
+        "{route}"
+    );
+    let (code, effective) = http_get(proxy.metrics_addr, "/admin/config").await;
+    assert_eq!(code, 200);
+    assert!(effective.contains("fresh = \"g1\""), "{effective}");
+    assert!(!effective.contains(&dropped), "{effective}");
+
+    // Every backend series names its group; the dropped node has none left.
+    let g1_reader = config.groups[0].readonly[0].clone();
+    wait_until("backend series per group", Duration::from_secs(10), || {
+        let text = proxy.metrics.encode();
+        let kept = kept.clone();
+        let g1_reader = g1_reader.clone();
+        async move {
+            text.contains(&format!(
+                r#"mishards_backend_up{{group="g2",backend="{kept}"}} 1"#
+            )) && text.contains(&format!(
+                r#"mishards_backend_up{{group="g1",backend="{g1_reader}"}} 1"#
+            ))
+        }
+    })
+    .await;
+    let text = proxy.metrics.encode();
+    assert!(
+        !text.contains(&format!(
+            r#"mishards_backend_up{{group="g2",backend="{dropped}"}}"#
+        )),
+        "{text}"
+    );
+
+    // Health per group: g2's writer down makes writes partial, reads go on.
+    for entry in [
+        "",
+        "mishards.read",
+        "mishards.write",
+        "mishards.read.g2",
+        "mishards.write.g2",
+    ] {
+        assert_eq!(
+            health_of(proxy.addr, entry).await,
+            Some(ServingStatus::Serving),
+            "{entry}"
+        );
+    }
+    clusters[1].stop_writer().await;
+    let addr = proxy.addr;
+    wait_until("g2's writes NOT_SERVING", Duration::from_secs(15), || async move {
+        health_of(addr, "mishards.write.g2").await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    assert_eq!(
+        health_of(addr, "mishards.write").await,
+        Some(ServingStatus::NotServing)
+    );
+    assert_eq!(
+        health_of(addr, "mishards.write.g1").await,
+        Some(ServingStatus::Serving)
+    );
+    assert_eq!(
+        health_of(addr, "mishards.read.g2").await,
+        Some(ServingStatus::Serving)
+    );
+    assert_eq!(health_of(addr, "").await, Some(ServingStatus::Serving));
+    let (code, ready) = http_get(proxy.metrics_addr, "/readyz").await;
+    assert_eq!(code, 200, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["state"], "degraded", "{ready}");
+    assert_eq!(ready["groups"]["g2"]["write"], "NOT_SERVING", "{ready}");
+    assert_eq!(ready["groups"]["g1"]["state"], "ok", "{ready}");
 
     proxy.stop(Duration::from_secs(1)).await.unwrap();
     for c in clusters {

@@ -32,6 +32,17 @@ impl BackendsChange {
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.writable.is_none()
     }
+
+    /// Adds another group's change to this one (over shard groups, several
+    /// writable nodes may change in one reload: their addresses are joined).
+    pub fn absorb(&mut self, other: BackendsChange) {
+        self.added.extend(other.added);
+        self.removed.extend(other.removed);
+        self.writable = match (self.writable.take(), other.writable) {
+            (Some(a), Some(b)) => Some(format!("{a}, {b}")),
+            (a, b) => a.or(b),
+        };
+    }
 }
 
 /// The current [`Backends`], replaceable at run time.

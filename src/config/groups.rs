@@ -117,6 +117,14 @@ pub(super) fn check_not_mixed(config: &Config, report: &mut impl FnMut(&str, Str
     if !config.backends.readonly.is_empty() {
         report("backends.readonly", both("backends.readonly"));
     }
+    if config.discovery.mode != super::DiscoveryMode::Static {
+        report(
+            "discovery.mode",
+            "discovery fills the single-cluster read-only list and is not served over \
+             [[groups]]: list each group's readonly nodes (reloads apply them live)"
+                .to_string(),
+        );
+    }
 }
 
 fn check_group_name(name: &str) -> Result<(), String> {
@@ -524,6 +532,20 @@ pinned = { tenant_a = "g2" }  # optional: collections that live in one named gro
             format!("[meta]\nmax_connections = 2\n[backends]\nvirtual_nodes = 9\n{TWO_GROUPS}");
         let config = Config::load_from_str(&text, no_env).unwrap();
         assert_eq!(config.for_group(&config.groups[0]).meta.max_connections, 2);
+    }
+
+    #[test]
+    fn discovery_is_not_served_over_groups() {
+        let text = format!("[discovery]\nmode = \"kubernetes\"\n{TWO_GROUPS}");
+        let errors = Config::load_from_str(&text, no_env).unwrap_err();
+        // Also its own complaints (no kube feature, no label selector); ours says why.
+        let ours = errors
+            .iter()
+            .find(|e| e.message.contains("each group's readonly"));
+        assert!(
+            ours.is_some_and(|e| e.key == "discovery.mode"),
+            "{errors:?}"
+        );
     }
 
     #[test]

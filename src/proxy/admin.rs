@@ -15,9 +15,10 @@ use axum::routing::get;
 use axum::Router;
 
 use super::reload::Reconfigurer;
-use super::service::ProxyService;
 use crate::backend::Backends;
 use crate::topology::Snapshot;
+use crate::wire::milvus_service_server::MilvusService;
+use crate::wire::Command;
 
 /// Per-backend JSON: address, role, up, in-flight, calls, errors, p50/p99
 /// latency of recent calls, and the files the ring gives it.
@@ -63,9 +64,10 @@ pub fn conn_stats(backends: &Backends, snapshot: &Snapshot) -> serde_json::Value
     serde_json::json!({ "backends": rows })
 }
 
-/// What the admin endpoints read.
+/// What the admin endpoints read: the service answering `Cmd` (one
+/// cluster's, or the one over shard groups) and the configuration in effect.
 pub struct AdminState {
-    pub service: ProxyService,
+    pub service: Arc<dyn MilvusService>,
     pub reconfigurer: Arc<Reconfigurer>,
 }
 
@@ -84,13 +86,29 @@ fn json(code: StatusCode, body: String) -> axum::response::Response {
 
 /// Answers like `Cmd(text)`: the reply text, or the Milvus error as JSON with 400.
 async fn cmd(state: &AdminState, text: String) -> axum::response::Response {
-    match state.service.cluster().cmd(text).await {
-        Ok(reply) => json(StatusCode::OK, reply.string_reply),
-        Err(e) => json(
+    let error = |code: String, reason: String| {
+        json(
             StatusCode::BAD_REQUEST,
-            serde_json::json!({ "error_code": format!("{:?}", e.code), "reason": e.reason })
-                .to_string(),
-        ),
+            serde_json::json!({ "error_code": code, "reason": reason }).to_string(),
+        )
+    };
+    match state
+        .service
+        .cmd(tonic::Request::new(Command { cmd: text }))
+        .await
+    {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            match reply.status.filter(|s| s.error_code != 0) {
+                None => json(StatusCode::OK, reply.string_reply),
+                Some(s) => {
+                    let code = crate::wire::ErrorCode::try_from(s.error_code)
+                        .unwrap_or(crate::wire::ErrorCode::UnexpectedError);
+                    error(format!("{code:?}"), s.reason)
+                }
+            }
+        }
+        Err(status) => error(format!("{:?}", status.code()), status.message().to_string()),
     }
 }
 
@@ -110,6 +128,9 @@ pub fn effective_config_text(
     mut config: crate::config::Config,
 ) -> Result<String, toml::ser::Error> {
     config.meta.uri = crate::meta::redacted(&config.meta.uri);
+    for group in &mut config.groups {
+        group.meta_uri = crate::meta::redacted(&group.meta_uri);
+    }
     toml::to_string(&config)
 }
 
@@ -134,7 +155,15 @@ mod tests {
     fn the_effective_config_hides_the_metadata_password() {
         let mut config = crate::config::Config::default();
         config.meta.uri = "mysql://root:s3cret@db:3306/milvus".into();
+        config.groups.push(crate::config::GroupConfig {
+            name: "g1".into(),
+            meta_uri: "mysql://root:s3cret2@db:3306/milvus_g1".into(),
+            writable: "10.0.0.1:19530".into(),
+            readonly: Vec::new(),
+        });
         let text = effective_config_text(config).unwrap();
+        assert!(!text.contains("s3cret2"), "{text}");
+        assert!(text.contains("db:3306/milvus_g1"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
         assert!(text.contains("db:3306/milvus"), "{text}");
         assert!(text.contains("[discovery]"), "{text}");

@@ -14,6 +14,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use futures::future::join_all;
 use tonic::{Request, Response};
 
@@ -33,6 +34,21 @@ use crate::wire::*;
 
 type RpcResult<T> = Result<Response<T>, tonic::Status>;
 
+/// The placement rules of `[placement]` over `groups` (the served groups'
+/// names, in the order of their services).
+pub fn placement_of(config: &crate::config::PlacementConfig, groups: Vec<String>) -> Placement {
+    use crate::config::PlacementDefault;
+    use crate::shard::placement::DefaultHome;
+    Placement {
+        groups,
+        default: match config.default {
+            PlacementDefault::Spread => DefaultHome::Spread,
+            PlacementDefault::Pinned => DefaultHome::PinnedByName,
+        },
+        pinned: config.pinned.clone(),
+    }
+}
+
 /// One shard group: its name, its single-cluster service, and its metadata
 /// (for the id-mode flag, read fresh on every insert of a spread collection).
 pub struct Group {
@@ -41,11 +57,14 @@ pub struct Group {
     pub meta: MetaStore,
 }
 
-/// The proxy's request handlers over several shard groups.
+/// The proxy's request handlers over several shard groups. Clones share
+/// everything (groups, placement, id generator).
+#[derive(Clone)]
 pub struct GroupedService {
     groups: Arc<[Group]>,
-    placement: Placement,
-    ids: IdGenerator,
+    /// Swapped whole by a reload that moves no collection (`reload`).
+    placement: Arc<ArcSwap<Placement>>,
+    ids: Arc<IdGenerator>,
 }
 
 /// A group's answer as a result: its status, when not OK, is the error.
@@ -63,17 +82,18 @@ fn outcome<T: Reply>(result: RpcResult<T>) -> MilvusResult<T> {
 }
 
 impl GroupedService {
-    pub fn new(groups: Vec<Group>, placement: Placement) -> Self {
+    /// `placement` is shared with the reloader, which may swap it.
+    pub fn new(groups: Vec<Group>, placement: Arc<ArcSwap<Placement>>) -> Self {
         Self {
             groups: groups.into(),
             placement,
-            ids: IdGenerator::new(),
+            ids: Arc::new(IdGenerator::new()),
         }
     }
 
     /// The indices of the groups `collection` lives in.
     fn home(&self, collection: &str) -> Vec<usize> {
-        match self.placement.home_of(collection) {
+        match self.placement.load().home_of(collection) {
             Home::Spread => (0..self.groups.len()).collect(),
             Home::Pinned(i) => vec![i.min(self.groups.len().saturating_sub(1))],
         }
@@ -253,6 +273,8 @@ impl GroupedService {
             ));
         }
         validate::user_ids(&p.row_id_array, p.row_record_array.len())?;
+        // Ids the proxy generates are never sent again: deleting them later is safe.
+        let generated = p.row_id_array.is_empty();
         // Every group's flag, read now and in parallel (one query each).
         let reads = targets.iter().map(|&g| {
             let group = &self.groups[g];
@@ -294,15 +316,16 @@ impl GroupedService {
         let tag = p.partition_tag.clone();
         // Each part's vectors move into its request: the insert is not copied.
         let calls = split_insert(p, &names).into_iter().map(|(i, part)| {
-            let group = &self.groups[targets[i]];
+            let g = targets[i];
+            let group = &self.groups[g];
             let part_ids = part.row_id_array.clone();
             async move {
                 let result = outcome(group.service.insert(Request::new(part)).await);
-                (group, part_ids, result)
+                (g, group, part_ids, result)
             }
         });
         let results = join_all(calls).await;
-        if results.iter().all(|(_, _, r)| r.is_ok()) {
+        if results.iter().all(|(_, _, _, r)| r.is_ok()) {
             return Ok(VectorIds {
                 status: crate::status::ok_status(),
                 vector_id_array: ids,
@@ -311,29 +334,47 @@ impl GroupedService {
         // All or nothing: delete what the other groups took, then answer.
         let mut said = Vec::new();
         let mut code = ErrorCode::UnexpectedError;
-        for (group, part_ids, r) in results {
-            match r {
+        for (g, group, part_ids, r) in results {
+            let rows = part_ids.len();
+            // A group that answered an error took nothing; one that did not
+            // answer (transport error or timeout: ConnectFailed) may have
+            // taken its part, which is then deleted there too.
+            let head = match r {
+                Ok(_) => format!("{}: its {rows} rows", group.name),
+                Err(e) if e.code == ErrorCode::ConnectFailed => {
+                    code = e.code;
+                    format!(
+                        "{}: {}; its {rows} rows, if it took them,",
+                        group.name, e.reason
+                    )
+                }
                 Err(e) => {
                     code = e.code;
                     said.push(format!("{}: {}", group.name, e.reason));
+                    continue;
                 }
-                Ok(_) => {
-                    let rows = part_ids.len();
-                    let undo = DeleteByIdParam {
-                        collection_name: collection.clone(),
-                        partition_tag: tag.clone(),
-                        id_array: part_ids,
-                    };
-                    let undone = outcome(group.service.delete_by_id(Request::new(undo)).await);
-                    said.push(match undone {
-                        Ok(_) => format!("{}: its {rows} rows deleted again", group.name),
-                        Err(e) => format!(
-                            "{}: its {rows} rows could NOT be deleted again ({})",
-                            group.name, e.reason
-                        ),
-                    });
+            };
+            let undo = DeleteByIdParam {
+                collection_name: collection.clone(),
+                partition_tag: tag.clone(),
+                id_array: part_ids,
+            };
+            let undone = outcome(group.service.delete_by_id(Request::new(undo.clone())).await);
+            said.push(match undone {
+                Ok(_) => format!("{head} deleted again"),
+                // Ids nobody else inserts: deleted once the group answers.
+                Err(e) if generated && e.code == ErrorCode::ConnectFailed => {
+                    self.delete_later(g, undo);
+                    format!(
+                        "{head} will be deleted again once it answers ({})",
+                        e.reason
+                    )
                 }
-            }
+                Err(e) => format!(
+                    "{head} could NOT be deleted again ({}): delete those ids before the retry",
+                    e.reason
+                ),
+            });
         }
         Err(MilvusError::new(
             code,
@@ -342,6 +383,35 @@ impl GroupedService {
                 said.join("; ")
             ),
         ))
+    }
+
+    /// Deletes the part of a failed insert a group may have taken with ids
+    /// the proxy generated, once it answers: every second, for 10 minutes.
+    fn delete_later(&self, g: usize, undo: DeleteByIdParam) {
+        let groups = self.groups.clone();
+        tokio::spawn(async move {
+            let group = &groups[g];
+            let mut last = String::new();
+            for _ in 0..600 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let request = Request::new(undo.clone());
+                match outcome(group.service.delete_by_id(request).await) {
+                    Ok(_) => return,
+                    Err(e) if e.code == ErrorCode::ConnectFailed => last = e.reason,
+                    Err(e) => {
+                        last = e.reason;
+                        break;
+                    }
+                }
+            }
+            tracing::error!(
+                group = %group.name,
+                collection = %undo.collection_name,
+                rows = undo.id_array.len(),
+                error = %last,
+                "rows of a failed insert could not be deleted again"
+            );
+        });
     }
 
     async fn delete_spread(&self, p: DeleteByIdParam, targets: &[usize]) -> MilvusResult<Status> {

@@ -85,8 +85,6 @@ pub struct RunningProxy {
     server: ServerTask,
     metrics_server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
-    /// Over shard groups: the other groups' refresh-interval holders.
-    _refresh_intervals: Vec<Arc<Reconfigurer>>,
 }
 
 impl RunningProxy {
@@ -131,7 +129,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         anyhow::bail!("invalid configuration:\n  {}", text.join("\n  "));
     }
     if !config.groups.is_empty() {
-        return start_grouped(config).await;
+        return start_grouped(config, options).await;
     }
     let metrics = Metrics::new();
     let uri = MetaUri::parse(&config.meta.uri, None).map_err(anyhow::Error::msg)?;
@@ -209,7 +207,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_health = health.clone();
     let admin = admin::router(Arc::new(admin::AdminState {
-        service: new_service(),
+        service: Arc::new(new_service()),
         reconfigurer: reconfigurer.clone(),
     }));
     let mut metrics_stop = stop_rx;
@@ -259,21 +257,21 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         server,
         metrics_server,
         background,
-        _refresh_intervals: Vec::new(),
     })
 }
 
 /// What a proxy over `[[groups]]` serves with (see `groups`): one
 /// single-cluster service per group, each with its own metadata snapshot,
-/// nodes, health checks and warm-up. Live reload and `/admin` are not
-/// served over groups yet: a changed file needs a restart.
-async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
-    use crate::shard::placement::{DefaultHome, Placement};
+/// nodes, health checks and warm-up; one health, one reconfigurer and one
+/// `/admin` over them all.
+async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<RunningProxy> {
+    use self::reload::{LiveGroup, LivePlacement};
     let metrics = Metrics::new();
     let mut groups = Vec::new();
     let mut healths = Vec::new();
     let mut background = Vec::new();
-    let mut reconfigurers = Vec::new();
+    let mut live_groups = Vec::new();
+    let mut topologies = Vec::new();
     let (reporter, health_server) = tonic_health::server::health_reporter();
     for group in &config.groups {
         let narrowed = config.for_group(group);
@@ -295,9 +293,10 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
         if let Err(e) = topology.refresh().await {
             tracing::warn!(group = %group.name, error = %e.reason, "first topology snapshot failed");
         }
+        for node in std::iter::once(&group.writable).chain(&group.readonly) {
+            metrics.backend_groups.assign(node, &group.name);
+        }
         let live = LiveBackends::new(Backends::new(&narrowed, metrics.clone())?, metrics.clone());
-        let reconfigurer =
-            Reconfigurer::new(None, narrowed.clone(), live.clone(), metrics.clone(), None);
         let protection = cluster::Protection::from_config(&narrowed, metrics.clone());
         let (warmup, warmup_task) = Warmup::spawn(
             topology.clone(),
@@ -315,46 +314,65 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
             protection,
         )
         .with_warmup(warmup);
-        // The gRPC health service follows the first group; /readyz covers every group.
-        let group_reporter = if healths.is_empty() {
-            reporter.clone()
-        } else {
-            tonic_health::server::health_reporter().0
-        };
-        let health = Health::new(
-            live.clone(),
-            topology.clone(),
-            metrics.clone(),
-            group_reporter,
-        );
-        health.publish().await;
-        background.extend([
-            spawn_refresher(
-                topology.clone(),
-                metrics.clone(),
-                reconfigurer.refresh_interval(),
-            ),
-            live.spawn_health_checks(HEALTH_CHECK_PERIOD),
-            health.spawn_publisher(HEALTH_PUBLISH_PERIOD),
-            warmup_task,
-        ]);
-        healths.push((group.name.clone(), health));
-        reconfigurers.push(reconfigurer);
+        background.extend([live.spawn_health_checks(HEALTH_CHECK_PERIOD), warmup_task]);
+        healths.push((group.name.clone(), live.clone(), topology.clone()));
+        live_groups.push(LiveGroup {
+            name: group.name.clone(),
+            live: live.clone(),
+        });
+        topologies.push((group.name.clone(), topology.clone()));
         groups.push(groups::Group {
             name: group.name.clone(),
             service,
             meta,
         });
     }
-    let placement = Placement {
-        groups: config.groups.iter().map(|g| g.name.clone()).collect(),
-        default: match config.placement.default {
-            crate::config::PlacementDefault::Spread => DefaultHome::Spread,
-            crate::config::PlacementDefault::Pinned => DefaultHome::PinnedByName,
+    let names = config.groups.iter().map(|g| g.name.clone()).collect();
+    let placement = Arc::new(arc_swap::ArcSwap::from_pointee(groups::placement_of(
+        &config.placement,
+        names,
+    )));
+    let known = topologies.clone();
+    let existing = Box::new(move || {
+        let mut names = Vec::new();
+        for (group, topology) in &known {
+            let snapshot = topology.current();
+            if !snapshot.is_loaded() {
+                return Err(format!("shard group {group} has no metadata snapshot yet"));
+            }
+            names.extend(snapshot.collection_names().map(str::to_string));
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    });
+    let reconfigurer = Reconfigurer::over_groups(
+        options.config_path,
+        config.clone(),
+        live_groups,
+        LivePlacement {
+            current: placement.clone(),
+            existing,
         },
-        pinned: config.placement.pinned.clone(),
-    };
+        metrics.clone(),
+        options.log_level,
+    )?;
+    for (_, topology) in &topologies {
+        background.push(spawn_refresher(
+            topology.clone(),
+            metrics.clone(),
+            reconfigurer.refresh_interval(),
+        ));
+    }
+    background.extend(reconfigurer.spawn_watch(config.reload.watch_interval));
     let grouped = groups::GroupedService::new(groups, placement);
+    let admin = admin::router(Arc::new(admin::AdminState {
+        service: Arc::new(grouped.clone()),
+        reconfigurer: reconfigurer.clone(),
+    }));
+    let health = Health::over_groups(healths, metrics.clone(), reporter);
+    health.publish().await;
+    background.push(health.spawn_publisher(HEALTH_PUBLISH_PERIOD));
     let access = AccessPolicy::new(
         config.access.read_only,
         &config.access.deny,
@@ -380,13 +398,13 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
     let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
     background.extend(tls_reloader);
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
-    let ready_groups = healths.clone();
+    let ready_health = health.clone();
     let mut metrics_stop = stop_rx;
     let (metrics_addr, metrics_server) = telemetry::serve_http(
         metrics_listen,
         metrics.clone(),
-        move || grouped_readiness(&ready_groups),
-        axum::Router::new(),
+        move || ready_health.readiness(),
+        admin,
         async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
         },
@@ -394,11 +412,6 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
     .await
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
     tracing::info!(%addr, %metrics_addr, groups = config.groups.len(), "proxy listening on {addr} over shard groups");
-    let (_, health) = healths
-        .into_iter()
-        .next()
-        .context("no shard group configured")?;
-    let reconfigurer = reconfigurers.remove(0);
     Ok(RunningProxy {
         addr,
         metrics_addr,
@@ -410,25 +423,7 @@ async fn start_grouped(config: Config) -> anyhow::Result<RunningProxy> {
         server,
         metrics_server,
         background,
-        _refresh_intervals: reconfigurers,
     })
-}
-
-/// `/readyz` over shard groups: ready when every group is, with each
-/// group's own readiness document under its name.
-fn grouped_readiness(groups: &[(String, Arc<Health>)]) -> telemetry::Readiness {
-    let mut ready = true;
-    let mut body = serde_json::Map::new();
-    for (name, health) in groups {
-        let r = health.readiness();
-        ready &= r.ready;
-        let doc = serde_json::from_str(&r.body).unwrap_or(serde_json::Value::String(r.body));
-        body.insert(name.clone(), doc);
-    }
-    telemetry::Readiness {
-        ready,
-        body: serde_json::json!({ "ready": ready, "groups": body }).to_string(),
-    }
 }
 
 /// The task serving gRPC; it ends with the server's outcome.

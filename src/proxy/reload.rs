@@ -7,6 +7,14 @@
 //! keys are logged as needing a restart. An invalid file is rejected with a
 //! log line and the configuration in effect stays.
 //!
+//! Over shard groups the same live keys apply to each group (its writable
+//! and read-only nodes), and `[placement]` changes live when it moves no
+//! existing collection. A change that would move one (a pin to another
+//! group, another default, a group added or removed while spread
+//! collections exist) is refused naming the collections: their rows would
+//! stay where the new rules no longer look. A changed group list that moves
+//! nothing needs a restart.
+//!
 //! The file is polled rather than watched with `notify`: a Kubernetes
 //! ConfigMap update swaps a symlinked directory, which inotify watches on
 //! the file miss, and hashing a few-kB file every couple of seconds costs
@@ -18,10 +26,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::groups::placement_of;
 use crate::backend::live::{BackendsChange, LiveBackends};
 use crate::config::Config;
+use crate::shard::placement::{moved_collections, Placement};
 use crate::telemetry::Metrics;
 
 /// Sets the log filter (a `tracing-subscriber` reload handle behind it).
@@ -76,6 +87,21 @@ fn changed_keys(a: &Config, b: &Config) -> Vec<String> {
     keys
 }
 
+/// One shard group's nodes, changed by reloads.
+pub struct LiveGroup {
+    pub name: String,
+    pub live: Arc<LiveBackends>,
+}
+
+/// What a reload over shard groups needs beyond each group's nodes: the
+/// placement the service routes by, and the collections that exist now.
+pub struct LivePlacement {
+    pub current: Arc<ArcSwap<Placement>>,
+    /// The collections of every group's metadata snapshot, or the name of a
+    /// group that has none loaded (then nothing can be checked).
+    pub existing: Box<dyn Fn() -> Result<Vec<String>, String> + Send + Sync>,
+}
+
 /// Applies configuration changes to a running proxy.
 pub struct Reconfigurer {
     path: Option<PathBuf>,
@@ -83,6 +109,8 @@ pub struct Reconfigurer {
     /// The read-only nodes found by discovery, when it is on.
     discovered: Mutex<Option<Vec<String>>>,
     live: Arc<LiveBackends>,
+    /// Over shard groups: every group (the first is also `live`) and the placement.
+    shards: Option<(Vec<LiveGroup>, LivePlacement)>,
     metrics: Arc<Metrics>,
     log_level: Option<LogLevelSetter>,
     refresh_interval: watch::Sender<Duration>,
@@ -104,11 +132,33 @@ impl Reconfigurer {
             effective: Mutex::new(config),
             discovered: Mutex::new(None),
             live,
+            shards: None,
             metrics,
             log_level,
             refresh_interval,
             last_hash: Mutex::new(last_hash),
         })
+    }
+
+    /// A reconfigurer of a proxy over shard groups (`groups` in the order of
+    /// `config.groups`, at least one).
+    pub fn over_groups(
+        path: Option<PathBuf>,
+        config: Config,
+        groups: Vec<LiveGroup>,
+        placement: LivePlacement,
+        metrics: Arc<Metrics>,
+        log_level: Option<LogLevelSetter>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let first = groups
+            .first()
+            .map(|g| g.live.clone())
+            .ok_or_else(|| anyhow::anyhow!("no shard group configured"))?;
+        let me = Self::new(path, config, first, metrics, log_level);
+        let mut me = Arc::into_inner(me)
+            .ok_or_else(|| anyhow::anyhow!("reconfigurer shared before it was made"))?;
+        me.shards = Some((groups, placement));
+        Ok(Arc::new(me))
     }
 
     /// The configuration in effect (with discovered read-only nodes, if any).
@@ -150,6 +200,12 @@ impl Reconfigurer {
             return self.rejected(text.join("; "));
         }
         let mut effective = lock(&self.effective);
+        if let Some((groups, placement)) = &self.shards {
+            return match self.apply_grouped(&mut effective, new, groups, placement) {
+                Ok(outcome) => outcome,
+                Err(reason) => self.rejected(reason),
+            };
+        }
         let (next, needs_restart) = merge_live_keys(&effective, &new);
         let readonly = lock(&self.discovered)
             .clone()
@@ -168,6 +224,10 @@ impl Reconfigurer {
         self.refresh_interval
             .send_replace(next.topology.refresh_interval);
         *effective = next;
+        self.applied(change, needs_restart)
+    }
+
+    fn applied(&self, change: BackendsChange, needs_restart: Vec<String>) -> ReloadOutcome {
         self.metrics.ops.count_reload("applied");
         tracing::info!(
             added = ?change.added,
@@ -182,6 +242,123 @@ impl Reconfigurer {
             change,
             needs_restart,
         }
+    }
+
+    /// [`Self::apply`] over shard groups: refuses a placement that moves an
+    /// existing collection, then applies each group's live keys.
+    fn apply_grouped(
+        &self,
+        effective: &mut Config,
+        new: Config,
+        groups: &[LiveGroup],
+        placement: &LivePlacement,
+    ) -> Result<ReloadOutcome, String> {
+        if new.groups.is_empty() {
+            return Err("the new configuration has no [[groups]]: switching to the \
+                        single-cluster form needs a restart (and moves every spread collection)"
+                .to_string());
+        }
+        let old_placement = placement.current.load_full();
+        let new_names: Vec<String> = new.groups.iter().map(|g| g.name.clone()).collect();
+        let new_placement = placement_of(&new.placement, new_names);
+        let same = |a: &Placement, b: &Placement| {
+            let sorted = |p: &Placement| {
+                let mut names = p.groups.clone();
+                names.sort();
+                names
+            };
+            sorted(a) == sorted(b) && a.default == b.default && a.pinned == b.pinned
+        };
+        if !same(&old_placement, &new_placement) {
+            let existing = (placement.existing)().map_err(|why| {
+                format!("placement: cannot check which collections the change would move: {why}")
+            })?;
+            let moved = moved_collections(
+                existing.iter().map(String::as_str),
+                &old_placement,
+                &new_placement,
+            );
+            if !moved.is_empty() {
+                let list: Vec<String> = moved
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} ({} -> {})",
+                            m.collection,
+                            m.from.join(","),
+                            m.to.join(",")
+                        )
+                    })
+                    .collect();
+                return Err(format!(
+                    "placement: the change would move existing collections to other shard groups, \
+                     leaving their rows where the new rules no longer look: {}; \
+                     keep their placement (pin them to where they are) or drop them first",
+                    list.join("; ")
+                ));
+            }
+        }
+        let (mut next, _) = merge_live_keys(effective, &new);
+        let key = |g: &crate::config::GroupConfig| (g.name.clone(), g.meta_uri.clone());
+        let mut served: Vec<_> = effective.groups.iter().map(key).collect();
+        let mut wanted: Vec<_> = new.groups.iter().map(key).collect();
+        served.sort();
+        wanted.sort();
+        if served == wanted {
+            // Same groups: each keeps its place, with the new nodes, and the
+            // placement (over the served order) changes live.
+            for group in &mut next.groups {
+                if let Some(updated) = new.groups.iter().find(|g| g.name == group.name) {
+                    group.writable = updated.writable.clone();
+                    group.readonly = updated.readonly.clone();
+                }
+            }
+            next.placement = new.placement.clone();
+        }
+        let mut needs_restart = changed_keys(&next, &new);
+        if served != wanted {
+            needs_restart.push("groups".to_string());
+        }
+        // Check every group's nodes before changing any.
+        let narrowed: Vec<(&LiveGroup, Config)> = groups
+            .iter()
+            .filter_map(|live| {
+                let group = next.groups.iter().find(|g| g.name == live.name)?;
+                Some((live, next.for_group(group)))
+            })
+            .collect();
+        for (live, config) in &narrowed {
+            let errors = config.validate();
+            if !errors.is_empty() {
+                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                return Err(format!("group {}: {}", live.name, text.join("; ")));
+            }
+        }
+        if next.log.level != effective.log.level {
+            if let Some(set) = &self.log_level {
+                set(&next.log.level).map_err(|e| format!("log.level: {e}"))?;
+            }
+        }
+        let mut change = BackendsChange::default();
+        for (live, config) in &narrowed {
+            for node in std::iter::once(&config.backends.writable).chain(&config.backends.readonly)
+            {
+                self.metrics.backend_groups.assign(node, &live.name);
+            }
+            let applied = live
+                .live
+                .apply(config, &config.backends.readonly)
+                .map_err(|e| format!("group {}: backends: {e:#}", live.name))?;
+            change.absorb(applied);
+        }
+        let order: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
+        placement
+            .current
+            .store(Arc::new(placement_of(&next.placement, order)));
+        self.refresh_interval
+            .send_replace(next.topology.refresh_interval);
+        *effective = next;
+        Ok(self.applied(change, needs_restart))
     }
 
     /// Replaces the read-only nodes with those found by discovery.

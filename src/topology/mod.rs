@@ -113,6 +113,11 @@ impl Snapshot {
         self.collections.get(name)
     }
 
+    /// The names of every collection in the snapshot (in no order).
+    pub fn collection_names(&self) -> impl Iterator<Item = &str> {
+        self.collections.keys().map(String::as_str)
+    }
+
     /// False until the first successful load.
     pub fn is_loaded(&self) -> bool {
         self.loaded

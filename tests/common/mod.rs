@@ -2,7 +2,8 @@
 //! ([`cluster`]), the Milvus calls a scenario makes ([`calls`]), a handle on
 //! one collection that fills, searches and checks it ([`collection`]), and the
 //! brute-force oracle every search is checked against ([`oracle`]); nodes as
-//! child processes of the binary ([`processes`]), a TCP relay ([`relay`]),
+//! child processes of the binary ([`processes`]), HTTP and health probes
+//! ([`probes`]), a TCP relay ([`relay`]),
 //! JuiceFS volumes with a mount per node ([`juicefs`]) and hosts on a real
 //! network whose links a test cuts ([`netns`]).
 
@@ -15,6 +16,7 @@ pub mod collection;
 pub mod juicefs;
 pub mod netns;
 pub mod oracle;
+pub mod probes;
 pub mod processes;
 pub mod relay;
 
@@ -23,3 +25,4 @@ pub use cluster::*;
 pub(crate) use cluster::{on_both_databases, on_every_storage};
 pub use collection::*;
 pub use oracle::*;
+pub use probes::*;
