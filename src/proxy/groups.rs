@@ -20,6 +20,8 @@ use tonic::{Request, Response};
 
 use super::rpc_metrics::reply;
 use super::service::ProxyService;
+use crate::backend::live::LiveBackends;
+use crate::backend::Backend;
 use crate::merge::{self, TopKHits};
 use crate::meta::MetaStore;
 use crate::shard::id_mode::{id_source, IdSource, FLAG_PROXY_IDS};
@@ -49,11 +51,13 @@ pub fn placement_of(config: &crate::config::PlacementConfig, groups: Vec<String>
     }
 }
 
-/// One shard group: its name, its single-cluster service, and its metadata
+/// One shard group: its name, its single-cluster service, its nodes (the
+/// writer takes a pinned collection's inserts as bytes) and its metadata
 /// (for the id-mode flag, read fresh on every insert of a spread collection).
 pub struct Group {
     pub name: String,
     pub service: ProxyService,
+    pub live: Arc<LiveBackends>,
     pub meta: MetaStore,
 }
 
@@ -88,6 +92,15 @@ impl GroupedService {
             groups: groups.into(),
             placement,
             ids: Arc::new(IdGenerator::new()),
+        }
+    }
+
+    /// The writable node of a pinned collection's group, which takes its
+    /// inserts as they arrived (`raw_insert`); `None` for a spread one.
+    pub fn pinned_writer(&self, collection: &str) -> Option<Arc<Backend>> {
+        match self.placement.load().home_of(collection) {
+            Home::Pinned(i) => Some(self.groups.get(i)?.live.load().writable.clone()),
+            Home::Spread => None,
         }
     }
 

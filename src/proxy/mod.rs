@@ -324,6 +324,7 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
         groups.push(groups::Group {
             name: group.name.clone(),
             service,
+            live: live.clone(),
             meta,
         });
     }
@@ -386,11 +387,9 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
     let limits = RouteLimits::from_config(&config);
-    let server = crate::grpc::milvus_server(grouped, max);
-    let admitted = SearchAdmission::new(server, limits.max_inflight_searches, metrics.clone());
-    let timed = DeadlineLayer::new(limits.deadlines, metrics.clone()).layer(admitted);
+    let raw_insert = RawInsert::grouped(grouped.clone(), config.backends.request_deadline());
     let routes = Access::new(
-        RpcMetricsLayer::new(metrics.clone()).layer(timed),
+        grpc_routes(grouped, raw_insert, metrics.clone(), max, limits),
         access,
         metrics.clone(),
     );
@@ -487,20 +486,21 @@ impl RouteLimits {
     }
 }
 
-/// The proxy's routes as `grpc_routes` stacks them.
-pub type Routes =
-    RpcMetrics<Deadlines<SearchAdmission<InsertPassthrough<MilvusServiceServer<ProxyService>>>>>;
+/// The proxy's routes as `grpc_routes` stacks them, over one cluster's
+/// service or the one over shard groups.
+pub type Routes<S = ProxyService> =
+    RpcMetrics<Deadlines<SearchAdmission<InsertPassthrough<MilvusServiceServer<S>>>>>;
 
 /// The proxy's gRPC stack, outermost first: per-RPC metrics around every
 /// call, the request deadline, search admission (in-flight limit), the
 /// zero-decode Insert path, the generated server over `service`.
-pub fn grpc_routes(
-    service: ProxyService,
+pub fn grpc_routes<S: crate::wire::milvus_service_server::MilvusService>(
+    service: S,
     raw_insert: RawInsert,
     metrics: Arc<Metrics>,
     max_message_size: usize,
     limits: RouteLimits,
-) -> Routes {
+) -> Routes<S> {
     let server = crate::grpc::milvus_server(service, max_message_size);
     let inner = InsertPassthrough::new(server, raw_insert, max_message_size);
     let admitted = SearchAdmission::new(inner, limits.max_inflight_searches, metrics.clone());
