@@ -16,6 +16,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error_text;
 pub mod grpc;
+pub mod http_api;
 pub mod hybrid;
 pub mod merge;
 pub mod meta;

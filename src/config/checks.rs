@@ -45,6 +45,11 @@ impl Config {
         if let Err(message) = check_address(&self.metrics.listen, PortZero::Allowed) {
             report("metrics.listen", message);
         }
+        if self.http_api.enabled {
+            if let Err(message) = check_address(&self.http_api.listen, PortZero::Allowed) {
+                report("http_api.listen", message);
+            }
+        }
 
         if self.groups.is_empty() {
             if self.meta.uri.trim().is_empty() {

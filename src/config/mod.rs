@@ -62,8 +62,9 @@ pub use mishards_python::{sqlalchemy_to_meta_uri, woserver_to_address};
 pub use operations::{DiscoveryConfig, DiscoveryMode, ReloadConfig};
 pub use resilience::{AdmissionConfig, DeadlinesConfig, SlowNodesConfig};
 pub use settings::{
-    AccessConfig, BackendTlsConfig, BackendsConfig, Config, LogConfig, LogFormat, MetaConfig,
-    MetricsConfig, ServerConfig, TlsConfig, TopologyConfig, DEFAULT_MILVUS_PORT,
+    AccessConfig, BackendTlsConfig, BackendsConfig, Config, HttpApiConfig, LogConfig, LogFormat,
+    MetaConfig, MetricsConfig, ServerConfig, TlsConfig, TopologyConfig, DEFAULT_HTTP_API_PORT,
+    DEFAULT_MILVUS_PORT,
 };
 
 use env::apply_env_overrides;
@@ -178,6 +179,7 @@ impl Config {
         let config = Config {
             server: parts.parse("server"),
             metrics: parts.parse("metrics"),
+            http_api: parts.parse("http_api"),
             meta: parts.parse("meta"),
             backends: parts.parse("backends"),
             topology: parts.parse("topology"),

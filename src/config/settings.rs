@@ -18,6 +18,7 @@ pub const DEFAULT_MILVUS_PORT: u16 = 19530;
 pub struct Config {
     pub server: ServerConfig,
     pub metrics: MetricsConfig,
+    pub http_api: HttpApiConfig,
     pub meta: MetaConfig,
     pub backends: BackendsConfig,
     pub topology: TopologyConfig,
@@ -77,6 +78,50 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: "0.0.0.0:9090".to_string(),
         }
+    }
+}
+
+/// The port of Milvus 1.1's HTTP API (`network.http.port`).
+pub const DEFAULT_HTTP_API_PORT: u16 = 19121;
+
+/// `[http_api]`: Milvus 1.1's HTTP (REST) API, served in-process over the
+/// same gRPC routes (see `crate::http_api`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpApiConfig {
+    /// Whether the HTTP API is served at all.
+    pub enabled: bool,
+    /// `host:port` to bind; port 0 picks a free port. Left at its default
+    /// while `server.listen` has port 0, it picks a free port too (tests and
+    /// embedded runs never collide on 19121).
+    pub listen: String,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        HttpApiConfig {
+            enabled: true,
+            listen: format!("0.0.0.0:{DEFAULT_HTTP_API_PORT}"),
+        }
+    }
+}
+
+impl HttpApiConfig {
+    /// The address to bind, given the gRPC `server.listen`: `listen`, or,
+    /// when `listen` is the default and the gRPC port is 0, the same host
+    /// with port 0. `None` when disabled.
+    pub fn effective_listen(&self, grpc_listen: &str) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let grpc_port_zero = grpc_listen
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port == "0");
+        if self.listen == HttpApiConfig::default().listen && grpc_port_zero {
+            let host = grpc_listen.rsplit_once(':').map_or("0.0.0.0", |(h, _)| h);
+            return Some(format!("{host}:0"));
+        }
+        Some(self.listen.clone())
     }
 }
 

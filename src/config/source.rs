@@ -14,9 +14,10 @@ use super::ConfigError;
 /// sections `groups[0]`, `groups[1]`..., so errors read `groups[1].writable`.
 pub(super) const GROUPS: &str = "groups";
 
-pub(super) const SECTION_NAMES: [&str; 15] = [
+pub(super) const SECTION_NAMES: [&str; 16] = [
     "server",
     "metrics",
+    "http_api",
     "meta",
     "backends",
     "topology",
