@@ -26,6 +26,8 @@ pub struct DemoOptions {
     pub data_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub metrics_listen: SocketAddr,
+    /// The proxy's Milvus HTTP API (port 0 picks a free port).
+    pub http_listen: SocketAddr,
     /// Shard groups: 1 is one plain cluster.
     pub groups: usize,
 }
@@ -76,6 +78,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.server.listen = opts.listen.to_string();
     config.metrics.listen = opts.metrics_listen.to_string();
+    config.http_api.listen = opts.http_listen.to_string();
     if let [one] = clusters.as_slice() {
         config.meta.uri = one.meta_uri.clone();
         config.backends.writable = one.nodes[0].addr.to_string();
@@ -119,6 +122,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         if clusters.len() > 1 { "gI/" } else { "" }
     );
     println!("  proxy (Milvus)  {}", proxy.addr);
+    if let Some(http) = proxy.http_api_addr {
+        println!("  HTTP API        http://{http}/ (Milvus 1.1 REST; /openapi.json)");
+    }
     println!("  metrics         http://{}/metrics", proxy.metrics_addr);
     println!();
     println!("Try it with pymilvus 1.1.2:");

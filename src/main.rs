@@ -56,6 +56,13 @@ enum Command {
         /// Log level or filter.
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// Port of Milvus' HTTP API, on the --listen host (0 = a free port).
+        /// Default 19121, or a free port when --listen has port 0.
+        #[arg(long)]
+        http_port: Option<u16>,
+        /// Do not serve the HTTP API.
+        #[arg(long, conflicts_with = "http_port")]
+        no_http: bool,
     },
     /// Run a demo cluster (1 writable + 2 read-only nodes + the proxy) in one process.
     Demo {
@@ -79,6 +86,10 @@ enum Command {
         groups: usize,
         #[arg(long, default_value = "127.0.0.1:9090")]
         metrics_listen: SocketAddr,
+        /// The proxy's Milvus HTTP API. Default 127.0.0.1:19121, or a free
+        /// port when --listen has port 0.
+        #[arg(long)]
+        http_listen: Option<SocketAddr>,
     },
     /// Validate a configuration file and print every error.
     CheckConfig { file: PathBuf },
@@ -215,6 +226,8 @@ async fn main() -> ExitCode {
             merge_interval,
             cleanup_delay,
             log_level,
+            http_port,
+            no_http,
         } => {
             let (_telemetry, _) = init_logging(&log_level, LogFormat::Text);
             let role = match role {
@@ -225,6 +238,14 @@ async fn main() -> ExitCode {
             opts.flush_interval = flush_interval;
             opts.merge_interval = merge_interval;
             opts.cleanup_delay = cleanup_delay;
+            if !no_http {
+                let port = http_port.unwrap_or(if listen.port() == 0 {
+                    0
+                } else {
+                    mishards::config::DEFAULT_HTTP_API_PORT
+                });
+                opts.http_listen = Some(SocketAddr::new(listen.ip(), port));
+            }
             run_node(opts).await
         }
         Command::Bench(args) => {
@@ -237,6 +258,7 @@ async fn main() -> ExitCode {
             listen,
             groups,
             metrics_listen,
+            http_listen,
         } => {
             let (_telemetry, _) = init_logging("warn", LogFormat::Text);
             demo::run(demo::DemoOptions {
@@ -245,6 +267,14 @@ async fn main() -> ExitCode {
                 listen,
                 metrics_listen,
                 groups,
+                http_listen: http_listen.unwrap_or_else(|| {
+                    let port = if listen.port() == 0 {
+                        0
+                    } else {
+                        mishards::config::DEFAULT_HTTP_API_PORT
+                    };
+                    SocketAddr::new(listen.ip(), port)
+                }),
             })
             .await
         }
@@ -284,6 +314,9 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
 async fn run_node(opts: NodeOptions) -> anyhow::Result<()> {
     let running = node::start(opts).await?;
     eprintln!("mishards node listening on {}", running.addr);
+    if let Some(http) = running.http_api_addr {
+        eprintln!("mishards node HTTP API on http://{http}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.stop().await

@@ -42,6 +42,9 @@ pub struct NodeOptions {
     pub cleanup_delay: Duration,
     pub cache_bytes: u64,
     pub max_message_size: usize,
+    /// Where Milvus' HTTP API is served (port 0 picks a free port); `None`
+    /// (the default here; `mishards node` serves it on 19121) disables it.
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -56,6 +59,7 @@ impl NodeOptions {
             cleanup_delay: Duration::from_secs(10),
             cache_bytes: 4 << 30,
             max_message_size: crate::grpc::DEFAULT_MAX_MESSAGE_SIZE,
+            http_listen: None,
         }
     }
 }
@@ -63,9 +67,12 @@ impl NodeOptions {
 /// A node serving in the background.
 pub struct RunningNode {
     pub addr: SocketAddr,
+    /// Where Milvus' HTTP API is served, when [`NodeOptions::http_listen`] is set.
+    pub http_api_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
+    http_api_server: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -77,6 +84,9 @@ impl RunningNode {
             task.abort();
         }
         let result = self.server.await.context("node server task")?;
+        if let Some(http) = self.http_api_server {
+            let _ = http.await;
+        }
         self.engine.shutdown().await;
         self.engine.meta().close().await;
         result
@@ -131,8 +141,26 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
     ));
     let service = service::NodeService::new(engine.clone(), config.clone());
     let max = opts.max_message_size;
+    // What `grpc::serve` serves, built here to be shared with the HTTP API.
+    let routes = crate::trace::ServerSpan::new(crate::grpc::milvus_server(service, max));
+    let (http_api_addr, http_api_server) = match opts.http_listen {
+        Some(listen) => {
+            let state = Arc::new(crate::http_api::ApiState::new(
+                crate::http_api::InProcess::new(routes.clone(), None),
+                max,
+            ));
+            let mut http_stop = stop_rx.clone();
+            let (addr, task) = crate::http_api::serve(listen, state, async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+            .with_context(|| format!("cannot serve the HTTP API on {listen}"))?;
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
     let server = tokio::spawn(async move {
-        crate::grpc::serve(listener, service, max, async move {
+        crate::grpc::serve_routes(listener, routes, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         })
         .await
@@ -170,9 +198,11 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
             },
         ));
     }
-    tracing::info!(role = ?opts.role, %addr, data_dir = %opts.data_dir.display(), "node listening on {addr}");
+    tracing::info!(role = ?opts.role, %addr, http_api = ?http_api_addr, data_dir = %opts.data_dir.display(), "node listening on {addr}");
     Ok(RunningNode {
         addr,
+        http_api_addr,
+        http_api_server,
         engine,
         shutdown,
         server,

@@ -77,6 +77,8 @@ pub struct StartOptions {
 pub struct RunningProxy {
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// Where Milvus' HTTP API is served (`[http_api]`), unless disabled.
+    pub http_api_addr: Option<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub reconfigurer: Arc<Reconfigurer>,
@@ -84,6 +86,7 @@ pub struct RunningProxy {
     shutdown: watch::Sender<bool>,
     server: ServerTask,
     metrics_server: JoinHandle<()>,
+    http_api_server: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -112,6 +115,11 @@ impl RunningProxy {
             }
         };
         let _ = self.metrics_server.await;
+        if let Some(http) = self.http_api_server {
+            // Idle keep-alive connections close at once; a slow request
+            // gets the grace period, as gRPC calls do.
+            let _ = tokio::time::timeout(grace, http).await;
+        }
         result
     }
 }
@@ -202,6 +210,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         access,
         metrics.clone(),
     );
+    let http_api = start_http_api(&config, routes.clone(), stop_rx.clone()).await?;
     let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
 
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
@@ -249,6 +258,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     Ok(RunningProxy {
         addr,
         metrics_addr,
+        http_api_addr: http_api.as_ref().map(|(addr, _)| *addr),
         metrics,
         health,
         reconfigurer,
@@ -256,6 +266,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         shutdown,
         server,
         metrics_server,
+        http_api_server: http_api.map(|(_, task)| task),
         background,
     })
 }
@@ -394,6 +405,7 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
         metrics.clone(),
     );
     let grpc_stop = stop_rx.clone();
+    let http_api = start_http_api(&config, routes.clone(), stop_rx.clone()).await?;
     let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
     background.extend(tls_reloader);
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
@@ -414,6 +426,7 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
     Ok(RunningProxy {
         addr,
         metrics_addr,
+        http_api_addr: http_api.as_ref().map(|(addr, _)| *addr),
         metrics,
         health,
         reconfigurer,
@@ -421,8 +434,34 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
         shutdown,
         server,
         metrics_server,
+        http_api_server: http_api.map(|(_, task)| task),
         background,
     })
+}
+
+/// Serves Milvus' HTTP API (`[http_api]`, unless disabled) over `routes`,
+/// the stack the gRPC listener serves, until `stop` turns true.
+async fn start_http_api(
+    config: &Config,
+    routes: impl crate::grpc::Routes,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let Some(listen) = config.http_api.effective_listen(&config.server.listen) else {
+        return Ok(None);
+    };
+    let listen = resolve(&listen).await?;
+    let max = config.server.max_message_size.0 as usize;
+    let state = Arc::new(crate::http_api::ApiState::new(
+        crate::http_api::InProcess::new(routes, None),
+        max,
+    ));
+    let (addr, task) = crate::http_api::serve(listen, state, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await
+    .with_context(|| format!("cannot serve the HTTP API on {listen} (http_api.listen)"))?;
+    tracing::info!(%addr, "Milvus HTTP API on {addr}");
+    Ok(Some((addr, task)))
 }
 
 /// The task serving gRPC; it ends with the server's outcome.

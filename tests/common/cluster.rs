@@ -267,6 +267,7 @@ pub fn proxy_config(meta_uri: &str, writable: &str, readonly: Vec<String>) -> Co
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".to_string();
     config.metrics.listen = "127.0.0.1:0".to_string();
+    config.http_api.listen = "127.0.0.1:0".to_string();
     config.meta.uri = meta_uri.to_string();
     config.backends.writable = writable.to_string();
     config.backends.readonly = readonly;

@@ -230,6 +230,9 @@ class NodeHandle:
             str(self.data_dir),
             "--meta-uri",
             self.meta_uri,
+            # Milvus' HTTP API on a free port: many nodes run at once.
+            "--http-port",
+            "0",
             *self.extra_args,
         ]
 
@@ -573,6 +576,9 @@ listen = "{HOST}:{port}"
 
 [metrics]
 listen = "{HOST}:{metrics_port}"
+
+[http_api]
+listen = "{HOST}:0"
 
 [topology]
 refresh_interval = "{PROXY_REFRESH}"

@@ -28,6 +28,8 @@ def test_quickstart_runs_against_the_demo(tmp_path):
             f"{HOST}:{port}",
             "--metrics-listen",
             f"{HOST}:{metrics_port}",
+            "--http-listen",
+            f"{HOST}:0",
         ],
         tmp_path / "logs",
     )

@@ -35,6 +35,8 @@ def test_a_two_group_demo_is_one_milvus(tmp_path):
             f"{HOST}:{port}",
             "--metrics-listen",
             f"{HOST}:{metrics_port}",
+            "--http-listen",
+            f"{HOST}:0",
         ],
         tmp_path / "logs",
     )
