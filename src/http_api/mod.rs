@@ -250,7 +250,22 @@ async fn unknown_route(req: Request<Body>) -> ApiError {
 
 /// The web-layer route helpers the route modules share.
 pub(crate) mod util {
+    use std::collections::HashMap;
+
     use super::errors::{code, ApiError};
+
+    /// The query string's parameters, **not percent-decoded** (as oatpp:
+    /// `?ids=1,2,3` is sent with literal commas); the first of a repeated
+    /// name wins; `name` alone is an empty value.
+    pub fn query_map(query: Option<&str>) -> HashMap<String, String> {
+        let mut map = HashMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            map.entry(name.to_string())
+                .or_insert_with(|| value.to_string());
+        }
+        map
+    }
 
     /// A JSON object body's string field; absent or null → `None`.
     pub fn opt_str<'a>(
