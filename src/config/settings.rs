@@ -353,6 +353,44 @@ mod tests {
     use crate::config::Config;
 
     #[test]
+    fn the_http_api_is_on_19121_and_follows_a_port_zero_server() {
+        let config = Config::load_from_str(MINIMAL, no_env).expect("valid");
+        assert!(config.http_api.enabled);
+        assert_eq!(
+            config.http_api.effective_listen(&config.server.listen),
+            Some("0.0.0.0:19121".to_string())
+        );
+        let http = HttpApiConfig::default();
+        assert_eq!(
+            http.effective_listen("127.0.0.1:0"),
+            Some("127.0.0.1:0".to_string())
+        );
+        let env = env_of(&[
+            ("MISHARDS__HTTP_API__LISTEN", "127.0.0.1:8080"),
+            ("MISHARDS__HTTP_API__ENABLED", "false"),
+        ]);
+        let config = Config::load_from_str(MINIMAL, env).expect("valid");
+        assert_eq!(config.http_api.listen, "127.0.0.1:8080");
+        assert_eq!(config.http_api.effective_listen("127.0.0.1:0"), None);
+        let set = HttpApiConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".into(),
+        };
+        assert_eq!(
+            set.effective_listen("127.0.0.1:0"),
+            Some("127.0.0.1:8080".to_string())
+        );
+        let bad = "[http_api]\nlisten = \"nowhere\"\n";
+        let errors = Config::load_from_str(&format!("{MINIMAL}{bad}"), no_env).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.to_string().contains("http_api.listen")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
     fn defaults_fill_every_optional_key() {
         let config = Config::load_from_str(MINIMAL, no_env).expect("minimal config is valid");
         assert_eq!(config.server.listen, "0.0.0.0:19530");
