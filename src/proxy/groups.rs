@@ -15,20 +15,23 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use futures::future::join_all;
+use prost::Message;
 use tonic::{Request, Response};
 
+use super::raw_insert::INSERT_PATH;
 use super::rpc_metrics::reply;
 use super::service::ProxyService;
 use crate::backend::live::LiveBackends;
-use crate::backend::Backend;
 use crate::merge::{self, TopKHits};
 use crate::meta::MetaStore;
+use crate::shard::encoded_insert::EncodedInsert;
 use crate::shard::id_mode::{id_source, IdSource, FLAG_PROXY_IDS};
 use crate::shard::ids::IdGenerator;
 use crate::shard::owner::split_by_owner;
 use crate::shard::placement::{Home, Placement};
-use crate::shard::replies::{agreed, merge_collection_info, split_insert, unqualified};
+use crate::shard::replies::{agreed, merge_collection_info, unqualified};
 use crate::status::{MilvusError, MilvusResult, Reply};
 use crate::validate;
 use crate::wire::milvus_service_server::MilvusService;
@@ -69,6 +72,8 @@ pub struct GroupedService {
     /// Swapped whole by a reload that moves no collection (`reload`).
     placement: Arc<ArcSwap<Placement>>,
     ids: Arc<IdGenerator>,
+    /// Deadline of one insert part (`backends.request_timeout`).
+    request_timeout: Option<std::time::Duration>,
 }
 
 /// A group's answer as a result: its status, when not OK, is the error.
@@ -92,16 +97,14 @@ impl GroupedService {
             groups: groups.into(),
             placement,
             ids: Arc::new(IdGenerator::new()),
+            request_timeout: None,
         }
     }
 
-    /// The writable node of a pinned collection's group, which takes its
-    /// inserts as they arrived (`raw_insert`); `None` for a spread one.
-    pub fn pinned_writer(&self, collection: &str) -> Option<Arc<Backend>> {
-        match self.placement.load().home_of(collection) {
-            Home::Pinned(i) => Some(self.groups.get(i)?.live.load().writable.clone()),
-            Home::Spread => None,
-        }
+    /// Each insert part waits at most `timeout` for its group's writer.
+    pub fn with_request_timeout(mut self, timeout: Option<std::time::Duration>) -> Self {
+        self.request_timeout = timeout;
+        self
     }
 
     /// The indices of the groups `collection` lives in.
@@ -273,25 +276,95 @@ impl GroupedService {
         }
     }
 
+    /// An encoded insert, as it arrived (`raw_insert` hands every Insert
+    /// here): a pinned collection's goes as its bytes to its group's writer,
+    /// a spread one is split by row owner ([`Self::insert_spread`]).
+    pub async fn insert_encoded(&self, body: Bytes) -> Bytes {
+        let insert = match EncodedInsert::parse(body.clone()) {
+            Ok(insert) => insert,
+            Err(e) => {
+                let error = MilvusError::new(
+                    ErrorCode::IllegalArgument,
+                    format!("the insert is not a valid InsertParam message: {e}"),
+                );
+                return Bytes::from(VectorIds::from_error(&error).encode_to_vec());
+            }
+        };
+        match self.placement.load().home_of(&insert.collection_name) {
+            Home::Pinned(i) => match self.groups.get(i) {
+                Some(group) => match self.send_insert(group, body).await {
+                    Ok(reply) => reply,
+                    Err(e) => Bytes::from(VectorIds::from_error(&e).encode_to_vec()),
+                },
+                None => Bytes::from(
+                    VectorIds::from_error(&MilvusError::unexpected("no shard group"))
+                        .encode_to_vec(),
+                ),
+            },
+            Home::Spread => {
+                let targets: Vec<usize> = (0..self.groups.len()).collect();
+                let reply = self
+                    .insert_spread(insert, &targets)
+                    .await
+                    .unwrap_or_else(|e| VectorIds::from_error(&e));
+                Bytes::from(reply.encode_to_vec())
+            }
+        }
+    }
+
+    /// One encoded insert to `group`'s writable node: its encoded reply, or
+    /// the error (`ConnectFailed` when the outcome is unknown). Never retried.
+    async fn send_insert(&self, group: &Group, body: Bytes) -> MilvusResult<Bytes> {
+        let writer = group.live.load().writable.clone();
+        writer
+            .call_raw(
+                "Insert",
+                INSERT_PATH,
+                body,
+                self.request_timeout,
+                |reply: &Bytes| crate::status::code_of_encoded_reply(reply),
+            )
+            .await
+            .map_err(|e| e.to_milvus())
+    }
+
+    /// [`Self::send_insert`], its reply decoded and its status an error when not OK.
+    async fn send_insert_part(&self, group: &Group, body: Bytes) -> MilvusResult<VectorIds> {
+        let reply = self.send_insert(group, body).await?;
+        let reply = VectorIds::decode(reply).map_err(|e| {
+            MilvusError::unexpected(format!("undecodable Insert reply from {}: {e}", group.name))
+        })?;
+        match reply.status.as_ref().filter(|s| s.error_code != 0) {
+            Some(s) => Err(MilvusError::new(
+                ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError),
+                s.reason.clone(),
+            )),
+            None => Ok(reply),
+        }
+    }
+
+    /// A spread collection's insert: validated, its ids (the client's or
+    /// the proxy's, by the groups' flags), each row's bytes copied into the
+    /// part of the group owning its id, all or nothing.
     async fn insert_spread(
         &self,
-        mut p: InsertParam,
+        insert: EncodedInsert,
         targets: &[usize],
     ) -> MilvusResult<VectorIds> {
-        validate::collection_name(&p.collection_name)?;
-        if p.row_record_array.is_empty() {
+        validate::collection_name(&insert.collection_name)?;
+        if insert.row_count() == 0 {
             return Err(MilvusError::new(
                 ErrorCode::IllegalRowrecord,
                 "Row record array is empty",
             ));
         }
-        validate::user_ids(&p.row_id_array, p.row_record_array.len())?;
+        validate::user_ids(&insert.ids, insert.row_count())?;
         // Ids the proxy generates are never sent again: deleting them later is safe.
-        let generated = p.row_id_array.is_empty();
+        let generated = insert.ids.is_empty();
         // Every group's flag, read now and in parallel (one query each).
         let reads = targets.iter().map(|&g| {
             let group = &self.groups[g];
-            let name = &p.collection_name;
+            let name = &insert.collection_name;
             async move {
                 group
                     .meta
@@ -305,38 +378,44 @@ impl GroupedService {
             .await
             .into_iter()
             .collect::<MilvusResult<Vec<i64>>>()?;
-        if let IdSource::Proxy { mark } = id_source(&flags, !p.row_id_array.is_empty())? {
+        let mut ids = insert.ids.clone();
+        if let IdSource::Proxy { mark } = id_source(&flags, !generated)? {
             if mark {
                 for (i, &g) in targets.iter().enumerate() {
                     if flags[i] & FLAG_PROXY_IDS == 0 {
                         let group = &self.groups[g];
                         group
                             .meta
-                            .mark_root_flag(&p.collection_name, FLAG_PROXY_IDS)
+                            .mark_root_flag(&insert.collection_name, FLAG_PROXY_IDS)
                             .await
                             .map_err(|e| in_group(&group.name, MilvusError::meta(e)))?;
                     }
                 }
             }
-            p.row_id_array = self.ids.next_ids(p.row_record_array.len());
+            ids = self.ids.next_ids(insert.row_count());
         }
-        let ids = p.row_id_array.clone();
         let names: Vec<&str> = targets
             .iter()
             .map(|g| self.groups[*g].name.as_str())
             .collect();
-        let collection = p.collection_name.clone();
-        let tag = p.partition_tag.clone();
-        // Each part's vectors move into its request: the insert is not copied.
-        let calls = split_insert(p, &names).into_iter().map(|(i, part)| {
-            let g = targets[i];
-            let group = &self.groups[g];
-            let part_ids = part.row_id_array.clone();
-            async move {
-                let result = outcome(group.service.insert(Request::new(part)).await);
-                (g, group, part_ids, result)
-            }
-        });
+        let collection = insert.collection_name.clone();
+        let tag = insert.partition_tag.clone();
+        // Each part is its rows' bytes, copied once; the vectors are never decoded.
+        let parts = split_by_owner(&ids, &names);
+        let calls = parts
+            .iter()
+            .enumerate()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(i, rows)| {
+                let g = targets[i];
+                let group = &self.groups[g];
+                let part_ids: Vec<i64> = rows.iter().map(|&r| ids[r]).collect();
+                let body = insert.part(rows, &part_ids);
+                async move {
+                    let result = self.send_insert_part(group, body).await;
+                    (g, group, part_ids, result)
+                }
+            });
         let results = join_all(calls).await;
         if results.iter().all(|(_, _, _, r)| r.is_ok()) {
             return Ok(VectorIds {
@@ -907,11 +986,15 @@ impl MilvusService for GroupedService {
             .await)
     }
 
+    /// Inserts come encoded through `raw_insert`; a decoded one (a caller
+    /// of this service directly) is encoded and takes the same path.
     async fn insert(&self, req: Request<InsertParam>) -> RpcResult<VectorIds> {
-        let name = req.get_ref().collection_name.clone();
-        routed!(self, &name, req, insert, |t, p| self
-            .insert_spread(p, &t)
-            .await)
+        let body = Bytes::from(req.into_inner().encode_to_vec());
+        let encoded = self.insert_encoded(body).await;
+        reply(
+            VectorIds::decode(encoded)
+                .map_err(|e| MilvusError::unexpected(format!("undecodable Insert reply: {e}"))),
+        )
     }
 
     async fn get_vectors_by_id(&self, req: Request<VectorsIdentity>) -> RpcResult<VectorsData> {

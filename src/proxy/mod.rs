@@ -377,7 +377,8 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
         ));
     }
     background.extend(reconfigurer.spawn_watch(config.reload.watch_interval));
-    let grouped = groups::GroupedService::new(groups, placement);
+    let grouped = groups::GroupedService::new(groups, placement)
+        .with_request_timeout(config.backends.request_deadline());
     let admin = admin::router(Arc::new(admin::AdminState {
         service: Arc::new(grouped.clone()),
         reconfigurer: reconfigurer.clone(),

@@ -3,10 +3,10 @@
 //! arrived, instead of being decoded into vectors and encoded again. A small
 //! router sits in front of the generated server and takes only that path.
 //!
-//! Over shard groups the collection name (the first field) is read without
-//! decoding the rows: a pinned collection's insert goes as its bytes to its
-//! group's writer; a spread one is decoded and split by the grouped service,
-//! which must see every row's id.
+//! Over shard groups the grouped service takes the bytes: a pinned
+//! collection's insert goes as they are to its group's writer, a spread
+//! one is split by row owner without decoding the vectors
+//! (`shard::encoded_insert`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,10 +23,8 @@ use super::rpc_metrics::ReplyCode;
 use crate::backend::live::LiveBackends;
 use crate::backend::Backend;
 use crate::grpc::RawCodec;
-use crate::status::MilvusError;
 use crate::status::{code_name, Reply};
-use crate::wire::milvus_service_server::MilvusService;
-use crate::wire::{ErrorCode, InsertParam, VectorIds};
+use crate::wire::VectorIds;
 
 pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
 
@@ -42,14 +40,6 @@ enum Writer {
     Fixed(Arc<Backend>),
     Live(Arc<LiveBackends>),
     Grouped(GroupedService),
-}
-
-/// The first field of `InsertParam` alone: prost skips the rows (a tag and
-/// a length each) instead of decoding them.
-#[derive(Clone, PartialEq, prost::Message)]
-struct InsertHead {
-    #[prost(string, tag = "1")]
-    collection_name: String,
 }
 
 impl RawInsert {
@@ -68,8 +58,7 @@ impl RawInsert {
         }
     }
 
-    /// Over shard groups: pinned collections' inserts forwarded as bytes,
-    /// spread ones decoded and handed to `service`.
+    /// Over shard groups: `service` routes each encoded insert.
     pub fn grouped(service: GroupedService, timeout: Option<Duration>) -> Self {
         Self {
             writer: Writer::Grouped(service),
@@ -77,38 +66,13 @@ impl RawInsert {
         }
     }
 
-    /// The node that takes `body` as it is, or the grouped service that must decode it.
-    fn writer(&self, body: &Bytes) -> Result<Arc<Backend>, &GroupedService> {
+    /// The node that takes `body` as it is, or the grouped service that routes it.
+    fn writer(&self) -> Result<Arc<Backend>, &GroupedService> {
         match &self.writer {
             Writer::Fixed(b) => Ok(b.clone()),
             Writer::Live(live) => Ok(live.load().writable.clone()),
-            Writer::Grouped(service) => {
-                // An undecodable head is left to the decoding path, which says why.
-                let name = InsertHead::decode(body.as_ref())
-                    .map(|head| head.collection_name)
-                    .unwrap_or_default();
-                service.pinned_writer(&name).ok_or(service)
-            }
+            Writer::Grouped(service) => Err(service),
         }
-    }
-
-    /// A spread collection's insert: decoded, split over the groups, and the reply encoded.
-    async fn split(service: &GroupedService, body: Bytes) -> Bytes {
-        let reply = match InsertParam::decode(body) {
-            Ok(param) => match service.insert(tonic::Request::new(param)).await {
-                Ok(reply) => reply.into_inner(),
-                Err(status) => VectorIds::from_error(&MilvusError::unexpected(format!(
-                    "{}: {}",
-                    status.code(),
-                    status.message()
-                ))),
-            },
-            Err(e) => VectorIds::from_error(&MilvusError::new(
-                ErrorCode::IllegalArgument,
-                format!("the insert is not a valid InsertParam message: {e}"),
-            )),
-        };
-        Bytes::from(reply.encode_to_vec())
     }
 
     /// Forwards one insert; the reply is the writer's `VectorIds`, or a
@@ -116,7 +80,7 @@ impl RawInsert {
     /// tagged with its Milvus status code for the per-RPC metrics.
     /// Never retried: an insert is not idempotent.
     async fn forward(&self, body: Bytes) -> tonic::Response<Bytes> {
-        let reply = match self.writer(&body) {
+        let reply = match self.writer() {
             Ok(writer) => {
                 let result = writer
                     .call_raw("Insert", INSERT_PATH, body, self.timeout, status_code)
@@ -126,7 +90,7 @@ impl RawInsert {
                     Err(e) => Bytes::from(VectorIds::from_error(&e.to_milvus()).encode_to_vec()),
                 }
             }
-            Err(service) => Self::split(service, body).await,
+            Err(service) => service.insert_encoded(body).await,
         };
         let code = code_name(status_code(&reply));
         let mut response = tonic::Response::new(reply);
@@ -205,49 +169,4 @@ where
 
 impl<S> tonic::server::NamedService for InsertPassthrough<S> {
     const NAME: &'static str = "milvus.grpc.MilvusService";
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-    use crate::wire::{KeyValuePair, RowRecord};
-
-    #[test]
-    fn the_head_is_the_collection_name_whatever_follows() {
-        let insert = InsertParam {
-            collection_name: "tenant_a".into(),
-            row_record_array: vec![
-                RowRecord {
-                    float_data: vec![0.5; 64],
-                    binary_data: Bytes::new(),
-                };
-                3
-            ],
-            row_id_array: vec![1, 2, 3],
-            partition_tag: "p".into(),
-            extra_params: vec![KeyValuePair {
-                key: "k".into(),
-                value: "v".into(),
-            }],
-        };
-        let head = InsertHead::decode(insert.encode_to_vec().as_slice()).unwrap();
-        assert_eq!(head.collection_name, "tenant_a");
-        // Fields in any order (protobuf allows it): the name is still found.
-        let mut reordered = InsertParam {
-            collection_name: String::new(),
-            ..insert
-        }
-        .encode_to_vec();
-        reordered.extend(
-            InsertParam {
-                collection_name: "tenant_a".into(),
-                ..InsertParam::default()
-            }
-            .encode_to_vec(),
-        );
-        let head = InsertHead::decode(reordered.as_slice()).unwrap();
-        assert_eq!(head.collection_name, "tenant_a");
-        assert!(InsertHead::decode(&[0xff, 0xff][..]).is_err());
-    }
 }

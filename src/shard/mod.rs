@@ -11,6 +11,7 @@
 //!   `Tables.flag` bits;
 //! - `replies`: how calls split over the groups and answers combine.
 
+pub mod encoded_insert;
 pub mod id_mode;
 pub mod ids;
 pub mod owner;

@@ -1,14 +1,13 @@
 //! How a spread collection's calls are split over its groups and how the
 //! groups' answers become one answer, as one Milvus holding all the rows
-//! would give it: inserts split by id owner, counts and ShowCollectionInfo
+//! would give it: counts and ShowCollectionInfo
 //! added up (segment names qualified by group so they stay unique),
 //! Describe/Has/Show checked for agreement.
 
 use serde_json::{json, Map, Value};
 
-use super::owner::split_by_owner;
 use crate::status::{MilvusError, MilvusResult};
-use crate::wire::{ErrorCode, InsertParam};
+use crate::wire::ErrorCode;
 
 /// What separates a group's name from a segment name or file id in a
 /// qualified name: `g1/1700000000000000`. Group names never hold it.
@@ -22,28 +21,6 @@ pub fn qualified(group: &str, name: &str) -> String {
 /// `(group, name)` of a qualified name, or None for a bare one.
 pub fn unqualified(name: &str) -> Option<(&str, &str)> {
     name.split_once(QUALIFIER)
-}
-
-/// `insert` (every row with its id) split into one insert per group that
-/// owns some of its ids: `(group index, insert)`, rows in request order.
-pub fn split_insert(insert: InsertParam, groups: &[&str]) -> Vec<(usize, InsertParam)> {
-    let positions = split_by_owner(&insert.row_id_array, groups);
-    let mut records: Vec<Option<_>> = insert.row_record_array.into_iter().map(Some).collect();
-    positions
-        .into_iter()
-        .enumerate()
-        .filter(|(_, rows)| !rows.is_empty())
-        .map(|(group, rows)| {
-            let part = InsertParam {
-                collection_name: insert.collection_name.clone(),
-                row_record_array: rows.iter().filter_map(|r| records[*r].take()).collect(),
-                row_id_array: rows.iter().map(|r| insert.row_id_array[*r]).collect(),
-                partition_tag: insert.partition_tag.clone(),
-                extra_params: insert.extra_params.clone(),
-            };
-            (group, part)
-        })
-        .collect()
 }
 
 /// The one answer the groups agree on, or an error naming what each group said.
@@ -122,42 +99,6 @@ pub fn merge_collection_info(infos: &[(&str, &str)]) -> MilvusResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::RowRecord;
-
-    fn row(x: f32) -> RowRecord {
-        RowRecord {
-            float_data: vec![x],
-            binary_data: Default::default(),
-        }
-    }
-
-    #[test]
-    fn an_insert_splits_by_owner_keeping_each_row_with_its_id() {
-        let ids: Vec<i64> = (0..200).collect();
-        let insert = InsertParam {
-            collection_name: "c".into(),
-            row_record_array: ids.iter().map(|i| row(*i as f32)).collect(),
-            row_id_array: ids.clone(),
-            partition_tag: "p".into(),
-            extra_params: vec![],
-        };
-        let groups = ["g1", "g2", "g3"];
-        let parts = split_insert(insert, &groups);
-        assert_eq!(parts.len(), 3);
-        let mut seen = Vec::new();
-        for (g, part) in &parts {
-            assert_eq!(part.partition_tag, "p");
-            assert_eq!(part.row_id_array.len(), part.row_record_array.len());
-            for (id, r) in part.row_id_array.iter().zip(&part.row_record_array) {
-                assert_eq!(r.float_data, vec![*id as f32]);
-                assert_eq!(super::super::owner::owner_of(*id, &groups), *g);
-                seen.push(*id);
-            }
-            assert!(part.row_id_array.windows(2).all(|w| w[0] < w[1]));
-        }
-        seen.sort_unstable();
-        assert_eq!(seen, ids);
-    }
 
     #[test]
     fn agreement_or_an_error_naming_each_group() {
