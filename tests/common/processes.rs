@@ -188,6 +188,8 @@ pub fn node_on(
             "0s",
             "--log-level",
             "warn",
+            // A fixed --listen port would put the HTTP API on 19121 for every node.
+            "--no-http",
         ],
         "mishards node listening on ",
     )
