@@ -164,13 +164,20 @@ impl Bench<'_> {
                 storages.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
             )
             };
+        let clusters = if scenarios == [Scenario::Groups] {
+            "1, 2 and 3 shard groups, each 1 writable + 1 read-only node of ours".to_string()
+        } else {
+            format!(
+                "1 writable + {} read-only nodes of ours",
+                self.real_ro_nodes(scenarios)
+            )
+        };
         match &self.mode {
             Mode::Embedded { .. } => format!(
                 "Embedded cluster on loopback, every node and proxy its own child process: \
-                 1 writable + {} read-only nodes of ours (background merge off), {meta} metadata; \
+                 {clusters} (background merge off), {meta} metadata; \
                  {cores} CPU cores shared by the load generator, the nodes and the proxy. \
                  Vectors {}-d float, L2. Scenarios: {}.{storage}",
-                self.real_ro_nodes(scenarios),
                 self.sizes.dim,
                 scenarios.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")
             ),
