@@ -408,6 +408,9 @@ async fn operated_like_one_cluster(setup: Setup) {
     create_collection(&mut client, "spread", 8, L2).await;
     create_collection(&mut client, "tenant", 8, L2).await;
     assert!(held_by(&clusters[1], "tenant").await && !held_by(&clusters[0], "tenant").await);
+    let queries = VectorSource::new(31).floats(40, 8);
+    insert(&mut client, "spread", "", &queries).await;
+    flush(&mut client, "spread").await;
     // The reload check reads the groups' metadata snapshots (refreshed every 100 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -528,6 +531,28 @@ async fn operated_like_one_cluster(setup: Setup) {
     assert_eq!(ready["state"], "degraded", "{ready}");
     assert_eq!(ready["groups"]["g2"]["write"], "NOT_SERVING", "{ready}");
     assert_eq!(ready["groups"]["g1"]["state"], "ok", "{ready}");
+
+    // g2 without a search path: spread searches fail naming it (never a
+    // partial answer); the proxy stays ready for what g1 can serve.
+    clusters[1].stop_reader(0).await;
+    wait_until("g2's reads NOT_SERVING", Duration::from_secs(15), || async move {
+        health_of(addr, "mishards.read.g2").await == Some(ServingStatus::NotServing)
+    })
+    .await;
+    let reply = grpc_ok(
+        "Search",
+        client
+            .search(search_param("spread", &[], &queries[..1], 5, "{}"))
+            .await,
+    );
+    assert_ne!(code_of(&reply.status), 0, "a partial search was answered");
+    let reason = reply.status.map(|s| s.reason).unwrap_or_default();
+    assert!(reason.contains("g2"), "{reason}");
+    assert_eq!(
+        health_of(addr, "mishards.read").await,
+        Some(ServingStatus::NotServing)
+    );
+    assert_eq!(health_of(addr, "").await, Some(ServingStatus::Serving));
 
     proxy.stop(Duration::from_secs(1)).await.unwrap();
     for c in clusters {
