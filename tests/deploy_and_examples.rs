@@ -5,8 +5,8 @@
 //! probes, PDB and RBAC; every metric the dashboard and the alert rules name
 //! is exported by a running proxy; the rules pass `promtool check rules`
 //! (when promtool is installed); the binary answers `--version`; the example
-//! configs pass `mishards check-config`; and the Rust example runs against an
-//! in-process cluster. The JuiceFS variants (`examples/deploy/juicefs/`,
+//! configs pass `mishards check-config`; the Rust example runs against an
+//! in-process cluster, and `examples/http_api.sh` (curl) against `mishards demo`. The JuiceFS variants (`examples/deploy/juicefs/`,
 //! `examples/deploy/kubernetes/juicefs/`) are checked for one mount per node
 //! and the mount options of each role (against `juicefs mount --help` and with
 //! `kubectl kustomize` when those are installed), and `mishards demo --dir A
@@ -1400,4 +1400,137 @@ fn demo_names_the_data_dir_it_cannot_create() {
         help.contains("--data-dir") && help.contains("FUSE/NFS"),
         "{help}"
     );
+}
+
+// ---- examples/http_api.sh ----
+
+/// A (method, path) of a call the script printed ("$ curl -X METHOD URL ..."),
+/// the URL's path without its query.
+fn printed_calls(output: &str, api: &str) -> Vec<(String, String)> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("$ curl -X "))
+        .map(|rest| {
+            let mut words = rest.split_whitespace();
+            let method = words.next().unwrap().to_string();
+            let url = words.next().unwrap();
+            let path = url.strip_prefix(api).unwrap_or_else(|| panic!("{url}"));
+            let path = path.split('?').next().unwrap().to_string();
+            (method, path)
+        })
+        .collect()
+}
+
+/// Whether `path` is an instance of the OpenAPI template `template`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| t == p || (t.starts_with('{') && t.ends_with('}') && !p.is_empty()))
+}
+
+/// `examples/http_api.sh` is valid bash, runs to the end against a live
+/// `mishards demo` (whose banner names the HTTP API's port), and every call
+/// it makes is a route of the OpenAPI document (`GET /openapi.json`, built
+/// from the route modules' ROUTES) with that method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_example_runs_against_a_demo() {
+    let script = repo().join("examples/http_api.sh");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        syntax.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    let text = read(&script);
+    assert!(text.contains("set -euo pipefail"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(&["--dir".as_ref(), dir.path().as_os_str()]);
+    // The banner's next line after the proxy's: "  HTTP API        http://ADDR/ (...)".
+    let http: std::net::SocketAddr = loop {
+        let line = demo
+            .stdout
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the demo prints its HTTP API address");
+        if let Some(rest) = line.trim().strip_prefix("HTTP API") {
+            let url = rest.split_whitespace().next().unwrap();
+            break url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .parse()
+                .unwrap();
+        }
+    };
+    let api = format!("http://{http}");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .env("MISHARDS_HTTP", &api)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("examples/http_api.sh did not finish within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    );
+    assert!(
+        output.status.success(),
+        "examples/http_api.sh failed:\n{stderr}\n{stdout}"
+    );
+    // What came back: the search finds the stored row 1 first, at distance 0;
+    // get-by-id returns row 4; after the delete 3 rows are left.
+    assert!(
+        stdout.contains(r#"{"num":1,"result":[[{"distance":"0.000000","id":"1"}"#),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"{"id":"4","vector":[1.3"#), "{stdout}");
+    assert!(stdout.contains(r#""count":3"#), "{stdout}");
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&http_get(http, "/openapi.json").await).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    let calls = printed_calls(&stdout, &api);
+    let used: BTreeSet<(String, String)> = calls
+        .iter()
+        .map(|(method, path)| {
+            let template = paths
+                .iter()
+                .filter(|(_, ops)| ops.get(method.to_ascii_lowercase()).is_some())
+                .map(|(t, _)| t)
+                .find(|t| matches_template(t, path))
+                .unwrap_or_else(|| panic!("{method} {path} is not in the OpenAPI document"));
+            (method.clone(), template.clone())
+        })
+        .collect();
+    // The main routes are all shown.
+    for (method, template) in [
+        ("POST", "/collections"),
+        ("GET", "/collections/{collection_name}"),
+        ("POST", "/collections/{collection_name}/vectors"),
+        ("PUT", "/collections/{collection_name}/vectors"),
+        ("GET", "/collections/{collection_name}/vectors"),
+        ("PUT", "/system/task"),
+        ("DELETE", "/collections/{collection_name}"),
+    ] {
+        assert!(
+            used.contains(&(method.to_string(), template.to_string())),
+            "the example shows no {method} {template}: {used:?}"
+        );
+    }
+    drop(demo);
 }

@@ -11,6 +11,7 @@
 
 mod cluster;
 mod groups;
+mod http;
 mod juicefs;
 mod load;
 mod procstat;
@@ -145,6 +146,9 @@ pub enum Scenario {
     /// Insert MB/s, search latency and proxy CPU over 1, 2 and 3 shard
     /// groups (only when asked for: not in the default run).
     Groups,
+    /// nq=1/topk=10 search latency and proxy CPU through the HTTP API
+    /// (REST) vs gRPC, same proxy and cluster (only when asked for).
+    Http,
 }
 
 impl Scenario {
@@ -167,6 +171,7 @@ impl Scenario {
             Scenario::ProxyOnly => "proxy-only",
             Scenario::CostGrowth => "cost-growth",
             Scenario::Groups => "groups",
+            Scenario::Http => "http",
         }
     }
 
@@ -175,7 +180,11 @@ impl Scenario {
     pub fn embedded_only(self) -> bool {
         matches!(
             self,
-            Scenario::Throughput | Scenario::ProxyOnly | Scenario::CostGrowth | Scenario::Groups
+            Scenario::Throughput
+                | Scenario::ProxyOnly
+                | Scenario::CostGrowth
+                | Scenario::Groups
+                | Scenario::Http
         )
     }
 }

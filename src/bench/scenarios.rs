@@ -217,6 +217,7 @@ impl Bench<'_> {
                 Scenario::ProxyOnly => self.proxy_only().await,
                 Scenario::CostGrowth => self.cost_growth().await,
                 Scenario::Groups => super::groups::run(self.args).await,
+                Scenario::Http => super::http::run(self.args).await,
             }
             .with_context(|| format!("scenario {}", s.name()))?;
             report.scenarios.push(table);
