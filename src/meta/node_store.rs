@@ -215,6 +215,20 @@ impl MetaStore {
         insert_file_row(&mut conn, self.dialect, f).await
     }
 
+    /// Registers a flushed segment and its table's last flushed LSN (the
+    /// write-ahead log's replay starts after it) in one transaction.
+    pub async fn insert_flushed_file(&self, f: &FileRow, flush_lsn: i64) -> MetaResult<i64> {
+        let mut tx = self.pool.begin().await?;
+        let id = insert_file_row(&mut tx, self.dialect, f).await?;
+        sqlx::query("UPDATE Tables SET flush_lsn = ? WHERE table_id = ?")
+            .bind(flush_lsn)
+            .bind(&f.table_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Registers many files in one transaction (the bench's stub clusters
     /// describe thousands of files without writing them).
     pub async fn insert_files(&self, files: &[FileRow]) -> MetaResult<()> {

@@ -129,6 +129,14 @@ pub async fn start(opts: NodeOptions) -> anyhow::Result<RunningNode> {
             Ok(n) => tracing::info!(retired = n, "retired index builds a crash interrupted"),
             Err(e) => anyhow::bail!("cannot retire interrupted index builds: {}", e.reason),
         }
+        match engine.replay_wal().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                rows = n,
+                "buffered again the acknowledged rows the write-ahead log held past the last flush"
+            ),
+            Err(e) => anyhow::bail!("cannot replay the write-ahead log: {}", e.reason),
+        }
     }
     let (listener, addr) = crate::grpc::bind(opts.listen)
         .await

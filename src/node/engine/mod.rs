@@ -15,6 +15,7 @@ mod indexing_tests;
 mod maintenance;
 mod scan_job;
 mod search;
+mod wal;
 mod writes;
 
 use std::collections::HashMap;
@@ -69,6 +70,9 @@ pub struct Engine {
     /// Serialises every mutation (insert, flush, delete, merge, drop) so they
     /// never interleave on the same files.
     write_lock: Mutex<HashMap<String, PendingRows>>,
+    /// The write-ahead log of the buffered rows (writable role, once
+    /// [`Engine::replay_wal`] opened it); used with `write_lock` held.
+    wal: std::sync::Mutex<Option<wal::Wal>>,
     ids: IdGenerator,
     /// Loaded indexes of INDEX files and the one-build-at-a-time lock.
     indexing: indexing::IndexState,
@@ -76,6 +80,11 @@ pub struct Engine {
 
 fn meta_err(e: sqlx::Error) -> MilvusError {
     MilvusError::meta(e)
+}
+
+/// Locks a std mutex, recovering it if a panicking thread poisoned it.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn io_err(context: &str, e: std::io::Error) -> MilvusError {
@@ -127,6 +136,7 @@ impl Engine {
             retired: maintenance::Retired::default(),
             member_tables: std::sync::Mutex::new(HashMap::new()),
             write_lock: Mutex::new(HashMap::new()),
+            wal: std::sync::Mutex::new(None),
             ids: IdGenerator::default(),
             indexing: indexing::IndexState::default(),
         }
@@ -183,11 +193,15 @@ impl Engine {
         if tag == DEFAULT_PARTITION_TAG {
             return Ok(name.to_string());
         }
+        Ok(self.partition_row(name, tag).await?.table_id)
+    }
+
+    /// The metadata row of partition `tag` of `name`.
+    async fn partition_row(&self, name: &str, tag: &str) -> MilvusResult<CollectionRow> {
         let parts = self.meta.partitions(name).await.map_err(meta_err)?;
         parts
             .into_iter()
             .find(|p| p.partition_tag == tag)
-            .map(|p| p.table_id)
             .ok_or_else(|| {
                 MilvusError::unexpected(format!(
                     "Partition {tag} does not exist in collection {name}"

@@ -1,8 +1,10 @@
-//! Writes: the insert buffer, its flush into new segment files, and deletes
-//! (from the buffer, and from flushed segments through their deleted docs).
+//! Writes: the insert buffer (logged ahead in `wal`), its flush into new
+//! segment files, and deletes (from the buffer, and from flushed segments
+//! through their deleted docs).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
+use super::wal::{Record, Wal};
 use super::{io_err, meta_err, Collection, Engine, Role, SEARCHABLE};
 use crate::meta::{self, FileRow};
 use crate::node::segment::{self, SegmentVectors};
@@ -17,6 +19,8 @@ pub(super) struct PendingRows {
     float: Vec<f32>,
     binary: Vec<u8>,
     ids: Vec<i64>,
+    /// The LSN of the last logged write that changed these rows.
+    last_lsn: i64,
 }
 
 impl Engine {
@@ -37,11 +41,15 @@ impl Engine {
         }
         validate::user_ids(user_ids, records.len())?;
         let c = self.collection(name).await?;
-        let table_id = if partition_tag.is_empty() {
-            name.to_string()
+        let table = if partition_tag.is_empty() {
+            c.row.clone()
         } else {
             let tag = validate::partition_tag(partition_tag)?;
-            self.partition_table(name, &tag).await?
+            if tag == crate::types::DEFAULT_PARTITION_TAG {
+                c.row.clone()
+            } else {
+                self.partition_row(name, &tag).await?
+            }
         };
         let data = validate::vectors(records, c.metric, c.dim())?;
         validate::insert_payload(&data)?;
@@ -63,13 +71,22 @@ impl Engine {
         } else {
             user_ids.to_vec()
         };
-        let buf = pending.entry(table_id).or_default();
-        match data {
-            VectorData::Float(v) => buf.float.extend_from_slice(&v),
-            VectorData::Binary(v) => buf.binary.extend_from_slice(&v),
-        }
-        buf.ids.extend_from_slice(&ids);
-        Ok(ids)
+        let (float, binary) = match data {
+            VectorData::Float(v) => (v, Vec::new()),
+            VectorData::Binary(v) => (Vec::new(), v),
+        };
+        let record = Record::Insert {
+            lsn: self.ids.next(),
+            table_id: table.table_id,
+            table_row: table.id,
+            table_created: table.created_on,
+            ids,
+            float,
+            binary,
+        };
+        // Logged before it is acknowledged: a failed append buffers nothing.
+        self.log(&record)?;
+        Ok(apply_record(&mut pending, record))
     }
 
     /// Flushes the buffers of the named collections (all when empty).
@@ -96,7 +113,84 @@ impl Engine {
                 }
             }
         }
+        if pending.is_empty() {
+            // Everything the log holds is flushed (or was dropped).
+            if let Some(wal) = super::lock(&self.wal).as_mut() {
+                wal.reset()
+                    .map_err(|e| io_err("cannot empty the write-ahead log", e))?;
+            }
+        }
         Ok(())
+    }
+
+    /// Appends `record` to the write-ahead log, when it is open.
+    fn log(&self, record: &Record) -> MilvusResult<()> {
+        match super::lock(&self.wal).as_mut() {
+            Some(wal) => wal
+                .append(record)
+                .map_err(|e| io_err("cannot append to the write-ahead log", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the write-ahead log (`DIR/wal/`) and buffers again what it
+    /// holds beyond each table's last flush: the rows a killed node had
+    /// acknowledged but not flushed. Writable role only; returns the rows
+    /// buffered again. Called once at start, before serving.
+    pub async fn replay_wal(&self) -> MilvusResult<usize> {
+        if self.opts.role != Role::Writable {
+            return Ok(0);
+        }
+        let dir = self.opts.data_dir.join("wal");
+        let (wal, records) = tokio::task::spawn_blocking(move || Wal::open(&dir))
+            .await
+            .map_err(|e| MilvusError::unexpected(format!("log reader panicked: {e}")))?
+            .map_err(|e| io_err("cannot open the write-ahead log", e))?;
+        let mut pending = self.write_lock.lock().await;
+        // Each table's metadata row, read once: its row id, flushed LSN and width.
+        let mut tables: HashMap<String, Option<crate::meta::CollectionRow>> = HashMap::new();
+        for record in &records {
+            let names: Vec<String> = match record {
+                Record::Insert { table_id, .. } => vec![table_id.clone()],
+                Record::Delete { tables, .. } => tables.clone(),
+            };
+            for name in names {
+                if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(name) {
+                    let row = self.meta.table(slot.key()).await.map_err(meta_err)?;
+                    slot.insert(row);
+                }
+            }
+        }
+        let mut replayed = 0;
+        for record in records {
+            match &record {
+                Record::Insert {
+                    lsn,
+                    table_id,
+                    table_row,
+                    table_created,
+                    ids,
+                    ..
+                } => {
+                    let live = tables.get(table_id).and_then(Option::as_ref);
+                    // Gone, dropped and made again, or flushed already: skip.
+                    let same = |t: &crate::meta::CollectionRow| {
+                        t.id == *table_row && t.created_on == *table_created
+                    };
+                    if live.is_some_and(|t| same(t) && *lsn > t.flush_lsn) {
+                        replayed += ids.len();
+                        apply_record(&mut pending, record);
+                    }
+                }
+                Record::Delete { .. } => delete_pending(&mut pending, &record, |t| {
+                    let row = tables.get(t).and_then(Option::as_ref)?;
+                    let c = Collection::from_row(row.clone()).ok()?;
+                    Some((c.metric, c.dim() as usize))
+                }),
+            }
+        }
+        *super::lock(&self.wal) = Some(wal);
+        Ok(replayed)
     }
 
     /// Periodic flush of everything buffered (the `auto_flush_interval`).
@@ -142,7 +236,11 @@ impl Engine {
         let file = self
             .store_segment(&c, table_id, vectors, rows.ids, file_type)
             .await?;
-        let id = self.meta.insert_file(&file).await.map_err(meta_err)?;
+        let id = self
+            .meta
+            .insert_flushed_file(&file, rows.last_lsn)
+            .await
+            .map_err(meta_err)?;
         tracing::debug!(table_id, file_id = id, row_count, "flushed segment");
         Ok(())
     }
@@ -204,11 +302,22 @@ impl Engine {
         };
         let doomed: HashSet<i64> = ids.iter().copied().collect();
         let mut pending = self.write_lock.lock().await;
-        // Unflushed rows: drop them from the buffer.
-        for t in &tables {
-            if let Some(buf) = pending.get_mut(t) {
-                remove_pending(buf, &doomed, c.metric, c.dim() as usize);
-            }
+        // Unflushed rows: drop them from the buffer, logged first so a
+        // replay does not bring them back.
+        let buffered: Vec<String> = tables
+            .iter()
+            .filter(|t| pending.get(*t).is_some_and(|b| !b.ids.is_empty()))
+            .cloned()
+            .collect();
+        if !buffered.is_empty() {
+            let record = Record::Delete {
+                lsn: self.ids.next(),
+                tables: buffered,
+                ids: ids.to_vec(),
+            };
+            self.log(&record)?;
+            let widths = [(c.metric, c.dim() as usize)];
+            delete_pending(&mut pending, &record, |_| Some(widths[0]));
         }
         // Flushed rows: publish each touched segment's deletes as a new
         // version (a name never used before, see `segment::deleted_docs`),
@@ -272,6 +381,46 @@ fn vectors_bytes(v: &SegmentVectors) -> usize {
     }
 }
 
+/// Buffers an insert record's rows; returns their ids.
+fn apply_record(pending: &mut HashMap<String, PendingRows>, record: Record) -> Vec<i64> {
+    let Record::Insert {
+        lsn,
+        table_id,
+        ids,
+        float,
+        binary,
+        ..
+    } = record
+    else {
+        return Vec::new();
+    };
+    let buf = pending.entry(table_id).or_default();
+    buf.float.extend_from_slice(&float);
+    buf.binary.extend_from_slice(&binary);
+    buf.ids.extend_from_slice(&ids);
+    buf.last_lsn = lsn;
+    ids
+}
+
+/// Drops a delete record's ids from the buffers it names; `width` gives a
+/// table's metric and dimension (`None`: the table is gone, skip it).
+fn delete_pending(
+    pending: &mut HashMap<String, PendingRows>,
+    record: &Record,
+    width: impl Fn(&str) -> Option<(MetricType, usize)>,
+) {
+    let Record::Delete { lsn, tables, ids } = record else {
+        return;
+    };
+    let doomed: HashSet<i64> = ids.iter().copied().collect();
+    for t in tables {
+        if let (Some(buf), Some((metric, dim))) = (pending.get_mut(t), width(t)) {
+            remove_pending(buf, &doomed, metric, dim);
+            buf.last_lsn = *lsn;
+        }
+    }
+}
+
 fn remove_pending(buf: &mut PendingRows, doomed: &HashSet<i64>, metric: MetricType, dim: usize) {
     let width = if metric.is_binary() { dim / 8 } else { dim };
     let mut keep = 0;
@@ -306,6 +455,7 @@ mod tests {
             float: vec![1.0, 1.0, 2.0, 2.0, 3.0, 3.0],
             binary: vec![],
             ids: vec![10, 20, 30],
+            last_lsn: 0,
         };
         remove_pending(&mut buf, &HashSet::from([20]), MetricType::L2, 2);
         assert_eq!(buf.ids, vec![10, 30]);
