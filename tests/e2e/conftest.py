@@ -14,6 +14,9 @@ The suites
     test_proxy_only.py   what only the proxy does: `Cmd("route")`, /metrics, the writer down
     test_shared_storage.py  read-your-writes after flush and delete on every reader, on a local
                          data dir and on JuiceFS (one mount per node)
+    test_http_api.py     Milvus' HTTP API (requests) against gRPC on the same proxy (`cluster`,
+                         `mishards demo --groups 2`), its error answers, 413, read-only access,
+                         and a schemathesis fuzz run from /openapi.json (no 5xx, no hang)
 
 Fixtures (each process on a free 127.0.0.1 port, in its own process group, killed at teardown,
 also when the test fails)

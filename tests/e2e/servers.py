@@ -274,6 +274,7 @@ class ProxyHandle:
     metrics_port: int
     config_path: Path
     process: ManagedProcess
+    http_port: int = 0  # Milvus' HTTP API ([http_api] listen)
 
     @property
     def addr(self) -> str:
@@ -286,6 +287,10 @@ class ProxyHandle:
     @property
     def readyz_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/readyz"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
 
     def client(self) -> Milvus:
         return milvus_client(self)
@@ -565,29 +570,33 @@ readonly = {toml_list(nodes.ro)}
     return "\n".join(parts) + '\n[placement]\ndefault = "spread"\n'
 
 
-def start_proxy(tmp_path: Path, backends: str, log_dir: Path) -> ProxyHandle:
-    """`mishards serve` with a generated TOML config: its listen addresses, the topology refresh
-    and `backends` (`backends_toml` or `groups_toml`)."""
-    port, metrics_port = free_port(), free_port()
+def start_proxy(
+    tmp_path: Path, backends: str, log_dir: Path, server_extra: str = "", extra: str = ""
+) -> ProxyHandle:
+    """`mishards serve` with a generated TOML config: its listen addresses (gRPC, metrics, the
+    HTTP API), the topology refresh and `backends` (`backends_toml` or `groups_toml`);
+    `server_extra` goes into [server], `extra` (more sections) at the end."""
+    port, metrics_port, http_port = free_port(), free_port(), free_port()
     config_path = tmp_path / "mishards.toml"
     config_path.write_text(
         f"""[server]
 listen = "{HOST}:{port}"
-
+{server_extra}
 [metrics]
 listen = "{HOST}:{metrics_port}"
 
 [http_api]
-listen = "{HOST}:0"
+listen = "{HOST}:{http_port}"
 
 [topology]
 refresh_interval = "{PROXY_REFRESH}"
 
-{backends}"""
+{backends}
+{extra}"""
     )
     argv = [mishards_bin(), "serve", "--config", str(config_path)]
-    process = ManagedProcess("proxy", argv, log_dir)
+    process = ManagedProcess(f"proxy-{tmp_path.name}" if extra or server_extra else "proxy", argv, log_dir)
     process.start()
     process.wait_ready(HOST, port, need_listening_line=False)
     time.sleep(PROXY_SETTLE_S)  # let the first topology refresh find the nodes
-    return ProxyHandle(HOST, port, metrics_port, config_path, process)
+    return ProxyHandle(HOST, port, metrics_port, config_path, process, http_port)
