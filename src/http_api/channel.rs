@@ -6,8 +6,10 @@
 //!
 //! Each call carries a [`TcpConnectInfo`] naming the HTTP client as the
 //! peer, so `access.allow_networks` judges the REST client exactly as it
-//! judges a gRPC one. The peer comes from a task-local the HTTP layer sets
-//! around each request ([`with_peer`]).
+//! judges a gRPC one, and the HTTP request's W3C trace context
+//! (`traceparent`, `tracestate`), so the call's spans continue the REST
+//! client's trace as a gRPC client's would. Both come from a task-local the
+//! HTTP layer sets around each request ([`with_caller`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,18 +22,40 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::util::BoxCloneSyncService;
 use tower::Service;
 
-tokio::task_local! {
-    /// The HTTP client's address while its request is handled.
-    static PEER: SocketAddr;
+/// What the in-process calls of one HTTP request say about its caller.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub peer: Option<SocketAddr>,
+    /// The trace-context headers it sent.
+    pub trace: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-/// Runs `f` (an HTTP request's handling) with `peer` as the client address
-/// every in-process gRPC call made from it reports.
-pub async fn with_peer<F: Future>(peer: Option<SocketAddr>, f: F) -> F::Output {
-    match peer {
-        Some(peer) => PEER.scope(peer, f).await,
-        None => f.await,
+impl Caller {
+    /// The caller of an HTTP request from `peer` with `headers`.
+    pub fn of(peer: Option<SocketAddr>, headers: &http::HeaderMap) -> Caller {
+        let trace = TRACE_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = headers.get(*name)?.clone();
+                Some((http::HeaderName::from_static(name), value))
+            })
+            .collect();
+        Caller { peer, trace }
     }
+}
+
+/// W3C trace context, as `trace::continue_remote` reads it.
+const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
+
+tokio::task_local! {
+    /// The HTTP client while its request is handled.
+    static CALLER: Caller;
+}
+
+/// Runs `f` (an HTTP request's handling) with `caller` as what every
+/// in-process gRPC call made from it reports.
+pub async fn with_caller<F: Future>(caller: Caller, f: F) -> F::Output {
+    CALLER.scope(caller, f).await
 }
 
 type Inner = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
@@ -78,10 +102,13 @@ impl Service<http::Request<Body>> for InProcess {
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
-        let remote_addr = PEER.try_with(|peer| *peer).ok();
+        let caller = CALLER.try_with(Caller::clone).unwrap_or_default();
+        for (name, value) in caller.trace {
+            req.headers_mut().insert(name, value);
+        }
         req.extensions_mut().insert(TcpConnectInfo {
             local_addr: self.local_addr,
-            remote_addr,
+            remote_addr: caller.peer,
         });
         self.inner.call(req)
     }
@@ -89,3 +116,46 @@ impl Service<http::Request<Body>> for InProcess {
 
 /// The generated Milvus client over the in-process routes.
 pub type MilvusClient = crate::wire::milvus_service_client::MilvusServiceClient<InProcess>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The peer and the trace context of the HTTP request reach the gRPC
+    /// request the routes see.
+    #[tokio::test]
+    async fn calls_carry_the_http_caller() {
+        let (seen, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let routes = tower::service_fn(move |req: http::Request<Body>| {
+            let peer = req
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(|i| i.remote_addr);
+            let trace = req.headers().get("traceparent").cloned();
+            let _ = seen.send((peer, trace));
+            async { Ok::<_, Infallible>(http::Response::new(Body::empty())) }
+        });
+        let mut channel = InProcess::new(routes, None);
+        let mut headers = http::HeaderMap::new();
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.insert("traceparent", http::HeaderValue::from_static(parent));
+        let peer: SocketAddr = "10.1.2.3:4567".parse().unwrap();
+        let caller = Caller::of(Some(peer), &headers);
+        // Inside the scope, as a route's client calls it.
+        with_caller(caller, async {
+            channel.call(http::Request::new(Body::empty())).await
+        })
+        .await
+        .unwrap();
+        let (got_peer, got_trace) = rx.recv().await.unwrap();
+        assert_eq!(got_peer, Some(peer));
+        assert_eq!(got_trace.unwrap(), parent);
+        // Outside an HTTP request: no peer, no trace.
+        channel
+            .call(http::Request::new(Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(rx.recv().await.unwrap(), (None, None));
+    }
+}

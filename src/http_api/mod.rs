@@ -172,7 +172,8 @@ async fn around(State(state): State<Arc<ApiState>>, mut req: Request, next: Next
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        let response = channel::with_peer(peer, next.run(req)).await;
+        let caller = channel::Caller::of(peer, req.headers());
+        let response = channel::with_caller(caller, next.run(req)).await;
         if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(&response) {
             // A chunked body over the limit: axum's plain-text rejection.
             too_large(state.max_message_size)
