@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use toml::Value;
 
 use super::mishards_python::apply_mishards_python_aliases;
-use super::source::{group_count, group_section, Entry, Origin, Sections};
+use super::source::{group_count, group_section, set_from_env, split_list, Sections};
 use super::{Config, ConfigError};
 
 /// The prefix of the environment overrides: `MISHARDS__<SECTION>__<KEY>`.
@@ -94,41 +94,6 @@ pub fn unknown_env_overrides<'a>(names: impl IntoIterator<Item = &'a str>) -> Ve
             )
         })
         .collect()
-}
-
-pub(super) fn set_from_env(
-    sections: &mut Sections,
-    section: &str,
-    key: &str,
-    value: Value,
-    variable: &str,
-) {
-    sections
-        .entry(section.to_string())
-        .or_default()
-        .entries
-        .insert(
-            key.to_string(),
-            Entry {
-                value,
-                origin: Origin::Env {
-                    variable: variable.to_string(),
-                },
-            },
-        );
-}
-
-pub(super) fn current_string(sections: &Sections, section: &str, key: &str) -> Option<String> {
-    match &sections.get(section)?.entries.get(key)?.value {
-        Value::String(text) => Some(text.clone()),
-        _ => None,
-    }
-}
-
-pub(super) fn split_list(raw: &str) -> impl Iterator<Item = &str> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
 }
 
 pub(super) fn apply_env_overrides(

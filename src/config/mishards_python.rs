@@ -7,9 +7,9 @@ use std::net::Ipv6Addr;
 use toml::Value;
 
 use super::address::parse_host_port;
-use super::env::{current_string, set_from_env, split_list};
 use super::settings::{ServerConfig, DEFAULT_MILVUS_PORT};
 use super::source::Sections;
+use super::source::{current_string, set_from_env, split_list};
 use super::ConfigError;
 
 /// The environment names of the Python Mishards (`mishards/settings.py`).

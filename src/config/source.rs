@@ -1,5 +1,7 @@
 //! The TOML file as sections of keys that remember where each value came
-//! from (a line of the file or an environment variable), and their key-by-key
+//! from (a line of the file or an environment variable), the helpers that
+//! read and set them (used by `env` and `mishards_python`, which so depend
+//! on this file and not on each other), and their key-by-key
 //! deserialisation so that every bad key is reported.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,6 +261,45 @@ fn explain(message: &str) -> String {
         message.to_string()
     }
 }
+
+/// Sets `section.key` to `value`, as the environment variable `variable` said.
+pub(super) fn set_from_env(
+    sections: &mut Sections,
+    section: &str,
+    key: &str,
+    value: Value,
+    variable: &str,
+) {
+    sections
+        .entry(section.to_string())
+        .or_default()
+        .entries
+        .insert(
+            key.to_string(),
+            Entry {
+                value,
+                origin: Origin::Env {
+                    variable: variable.to_string(),
+                },
+            },
+        );
+}
+
+/// The string value of `section.key`, if it is set and a string.
+pub(super) fn current_string(sections: &Sections, section: &str, key: &str) -> Option<String> {
+    match &sections.get(section)?.entries.get(key)?.value {
+        Value::String(text) => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// The non-empty, trimmed items of a comma list.
+pub(super) fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::test_support::*;
