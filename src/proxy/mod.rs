@@ -196,42 +196,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
     let health = Health::new(live.clone(), topology.clone(), metrics.clone(), reporter);
     health.publish().await;
 
-    let listen: SocketAddr = resolve(&config.server.listen).await?;
-    let (listener, addr) = crate::grpc::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let (shutdown, stop_rx) = watch::channel(false);
-    let max = config.server.max_message_size.0 as usize;
-    let grpc_stop = stop_rx.clone();
-    let raw_insert = RawInsert::live(live.clone(), config.backends.request_deadline());
-    let limits = RouteLimits::from_config(&config);
-    let routes = Access::new(
-        grpc_routes(service, raw_insert, metrics.clone(), max, limits),
-        access,
-        metrics.clone(),
-    );
-    let http_api = start_http_api(&config, routes.clone(), stop_rx.clone()).await?;
-    let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
-
-    let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
-    let ready_health = health.clone();
     let admin = admin::router(Arc::new(admin::AdminState {
         service: Arc::new(new_service()),
         reconfigurer: reconfigurer.clone(),
     }));
-    let mut metrics_stop = stop_rx;
-    let (metrics_addr, metrics_server) = telemetry::serve_http(
-        metrics_listen,
-        metrics.clone(),
-        move || ready_health.readiness(),
-        admin,
-        async move {
-            let _ = metrics_stop.wait_for(|s| *s).await;
-        },
-    )
-    .await
-    .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
-
     let mut background = vec![
         spawn_refresher(
             topology.clone(),
@@ -247,28 +215,26 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         &config.discovery,
         reconfigurer.clone(),
     )?);
-    background.extend(tls_reloader);
+    let front = Front {
+        raw_insert: RawInsert::live(live.clone(), config.backends.request_deadline()),
+        service,
+        access,
+        health,
+        health_server,
+        admin,
+        reconfigurer,
+        background,
+    };
+    let running = serve_front(&config, metrics, front).await?;
     tracing::info!(
-        %addr,
-        %metrics_addr,
+        addr = %running.addr,
+        metrics_addr = %running.metrics_addr,
         writable = %config.backends.writable,
         readonly = ?config.backends.readonly,
-        "proxy listening on {addr}"
+        "proxy listening on {}",
+        running.addr
     );
-    Ok(RunningProxy {
-        addr,
-        metrics_addr,
-        http_api_addr: http_api.as_ref().map(|(addr, _)| *addr),
-        metrics,
-        health,
-        reconfigurer,
-        drain_delay: config.server.drain_delay,
-        shutdown,
-        server,
-        metrics_server,
-        http_api_server: http_api.map(|(_, task)| task),
-        background,
-    })
+    Ok(running)
 }
 
 /// What a proxy over `[[groups]]` serves with (see `groups`): one
@@ -392,22 +358,100 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
         &config.access.allow_networks,
     )
     .map_err(anyhow::Error::msg)?;
+    let front = Front {
+        raw_insert: RawInsert::grouped(grouped.clone(), config.backends.request_deadline()),
+        service: grouped,
+        access,
+        health,
+        health_server,
+        admin,
+        reconfigurer,
+        background,
+    };
+    let running = serve_front(&config, metrics, front).await?;
+    tracing::info!(
+        addr = %running.addr,
+        metrics_addr = %running.metrics_addr,
+        groups = config.groups.len(),
+        "proxy listening on {} over shard groups",
+        running.addr
+    );
+    Ok(running)
+}
+
+/// What a start hands to [`serve_front`]: the service over one cluster or
+/// over shard groups, and what serves beside it.
+struct Front<S, H> {
+    service: S,
+    raw_insert: RawInsert,
+    access: AccessPolicy,
+    health: Arc<Health>,
+    health_server: tonic_health::pb::health_server::HealthServer<H>,
+    admin: axum::Router,
+    reconfigurer: Arc<Reconfigurer>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Serves `front.service` to clients, whichever start made it: the gRPC
+/// stack (`grpc_routes` behind access control, plain or TLS) with the
+/// health service, the HTTP API over the same stack, and the metrics
+/// endpoint with `/readyz` and `/admin`.
+async fn serve_front<S, H>(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    front: Front<S, H>,
+) -> anyhow::Result<RunningProxy>
+where
+    S: crate::wire::milvus_service_server::MilvusService,
+    H: tonic_health::pb::health_server::Health,
+{
+    let tasks: Vec<_> = front
+        .background
+        .iter()
+        .map(JoinHandle::abort_handle)
+        .collect();
+    let served = serve_front_inner(config, metrics, front).await;
+    if served.is_err() {
+        // A start that fails leaves nothing running behind it.
+        tasks.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+    served
+}
+
+async fn serve_front_inner<S, H>(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    front: Front<S, H>,
+) -> anyhow::Result<RunningProxy>
+where
+    S: crate::wire::milvus_service_server::MilvusService,
+    H: tonic_health::pb::health_server::Health,
+{
+    let Front {
+        service,
+        raw_insert,
+        access,
+        health,
+        health_server,
+        admin,
+        reconfigurer,
+        mut background,
+    } = front;
     let listen: SocketAddr = resolve(&config.server.listen).await?;
     let (listener, addr) = crate::grpc::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (shutdown, stop_rx) = watch::channel(false);
     let max = config.server.max_message_size.0 as usize;
-    let limits = RouteLimits::from_config(&config);
-    let raw_insert = RawInsert::grouped(grouped.clone(), config.backends.request_deadline());
+    let limits = RouteLimits::from_config(config);
     let routes = Access::new(
-        grpc_routes(grouped, raw_insert, metrics.clone(), max, limits),
+        grpc_routes(service, raw_insert, metrics.clone(), max, limits),
         access,
         metrics.clone(),
     );
-    let grpc_stop = stop_rx.clone();
-    let http_api = start_http_api(&config, routes.clone(), stop_rx.clone()).await?;
-    let (server, tls_reloader) = spawn_grpc(&config, listener, routes, health_server, grpc_stop)?;
+    let http_api = start_http_api(config, routes.clone(), stop_rx.clone()).await?;
+    let (server, tls_reloader) =
+        spawn_grpc(config, listener, routes, health_server, stop_rx.clone())?;
     background.extend(tls_reloader);
     let metrics_listen: SocketAddr = resolve(&config.metrics.listen).await?;
     let ready_health = health.clone();
@@ -423,7 +467,6 @@ async fn start_grouped(config: Config, options: StartOptions) -> anyhow::Result<
     )
     .await
     .with_context(|| format!("cannot serve metrics on {metrics_listen}"))?;
-    tracing::info!(%addr, %metrics_addr, groups = config.groups.len(), "proxy listening on {addr} over shard groups");
     Ok(RunningProxy {
         addr,
         metrics_addr,
