@@ -22,6 +22,7 @@ use tonic::{Request, Response};
 
 use super::raw_insert::INSERT_PATH;
 use super::rpc_metrics::reply;
+use super::search::{found_records, search_of_found};
 use super::service::ProxyService;
 use crate::backend::live::LiveBackends;
 use crate::merge::{self, TopKHits};
@@ -679,23 +680,10 @@ impl GroupedService {
                 partition_tag: String::new(),
             };
             let data = self.get_vectors_spread(request, targets).await?;
-            for r in data.vectors_data {
-                let present = !r.float_data.is_empty() || !r.binary_data.is_empty();
-                records.push(present.then_some(r));
-            }
+            records.extend(found_records(data.vectors_data));
         }
-        let present: Vec<usize> = (0..records.len())
-            .filter(|i| records[*i].is_some())
-            .collect();
-        if present.is_empty() {
+        let Some((present, search)) = search_of_found(&p, records) else {
             return Ok(TopKHits::empty().into_wire());
-        }
-        let search = SearchParam {
-            collection_name: p.collection_name.clone(),
-            partition_tag_array: p.partition_tag_array.clone(),
-            query_record_array: present.iter().filter_map(|i| records[*i].take()).collect(),
-            topk: p.topk,
-            extra_params: p.extra_params.clone(),
         };
         let reply = self.search_spread(search, targets).await?;
         if reply.row_num == 0 {

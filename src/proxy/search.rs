@@ -265,23 +265,10 @@ impl Cluster {
                 let code = ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError);
                 return Err(MilvusError::new(code, s.reason.clone()));
             }
-            for r in reply.vectors_data {
-                let present = !r.float_data.is_empty() || !r.binary_data.is_empty();
-                records.push(present.then_some(r));
-            }
+            records.extend(found_records(reply.vectors_data));
         }
-        let present: Vec<usize> = (0..records.len())
-            .filter(|i| records[*i].is_some())
-            .collect();
-        if present.is_empty() {
+        let Some((present, search)) = search_of_found(&p, records) else {
             return Ok(TopKHits::empty().into_wire());
-        }
-        let search = SearchParam {
-            collection_name: p.collection_name.clone(),
-            partition_tag_array: p.partition_tag_array.clone(),
-            query_record_array: present.iter().filter_map(|i| records[*i].take()).collect(),
-            topk: p.topk,
-            extra_params: p.extra_params.clone(),
         };
         let reply = self.search(search).await?;
         if reply.status.as_ref().is_some_and(|s| s.error_code != 0) || reply.row_num == 0 {
@@ -292,6 +279,37 @@ impl Cluster {
             .spread_rows(&present, p.id_array.len(), metric.order())
             .into_wire())
     }
+}
+
+/// GetVectorsByID's rows, `None` for an id it did not find (an empty row).
+pub(super) fn found_records(rows: Vec<RowRecord>) -> impl Iterator<Item = Option<RowRecord>> {
+    rows.into_iter().map(|r| {
+        let present = !r.float_data.is_empty() || !r.binary_data.is_empty();
+        present.then_some(r)
+    })
+}
+
+/// The search a SearchByID makes of the vectors found for its ids: the
+/// positions of the ids found (to spread the result rows back) and the
+/// search of their vectors; `None` when none was found.
+pub(super) fn search_of_found(
+    p: &SearchByIdParam,
+    mut records: Vec<Option<RowRecord>>,
+) -> Option<(Vec<usize>, SearchParam)> {
+    let present: Vec<usize> = (0..records.len())
+        .filter(|i| records[*i].is_some())
+        .collect();
+    if present.is_empty() {
+        return None;
+    }
+    let search = SearchParam {
+        collection_name: p.collection_name.clone(),
+        partition_tag_array: p.partition_tag_array.clone(),
+        query_record_array: present.iter().filter_map(|i| records[*i].take()).collect(),
+        topk: p.topk,
+        extra_params: p.extra_params.clone(),
+    };
+    Some((present, search))
 }
 
 /// The gRPC path of `SearchInFiles`, which the fan-out sends pre-encoded.
@@ -359,6 +377,26 @@ fn is_stale_file_error(e: &MilvusError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_by_id_searches_the_vectors_found_and_knows_their_places() {
+        let row = |x: f32| RowRecord {
+            float_data: vec![x],
+            binary_data: Default::default(),
+        };
+        let found: Vec<_> = found_records(vec![row(1.0), RowRecord::default(), row(3.0)]).collect();
+        assert_eq!(found, vec![Some(row(1.0)), None, Some(row(3.0))]);
+        let p = SearchByIdParam {
+            collection_name: "c".into(),
+            topk: 4,
+            ..SearchByIdParam::default()
+        };
+        let (present, search) = search_of_found(&p, found).unwrap();
+        assert_eq!(present, vec![0, 2]);
+        assert_eq!(search.query_record_array, vec![row(1.0), row(3.0)]);
+        assert_eq!((search.collection_name.as_str(), search.topk), ("c", 4));
+        assert!(search_of_found(&p, vec![None, None]).is_none());
+    }
 
     #[test]
     fn the_encoded_request_is_the_message_encoded_whole() {
