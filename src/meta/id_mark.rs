@@ -39,7 +39,7 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::{fixtures, MetaUri};
+    use crate::meta::fixtures::{self, on_scratch_mysql, on_sqlite};
     use crate::shard::id_mode::FLAG_PROXY_IDS;
     use crate::types::FLAG_USER_IDS;
 
@@ -75,40 +75,14 @@ mod tests {
 
     #[tokio::test]
     async fn mark_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let uri =
-            MetaUri::parse(&format!("sqlite://{}/m.sqlite", dir.path().display()), None).unwrap();
-        let store = MetaStore::connect(&uri, 2).await.unwrap();
-        the_mark_keeps_milvus_bits(&store).await;
+        on_sqlite(|store| async move { the_mark_keeps_milvus_bits(&store).await }).await;
     }
 
     #[tokio::test]
     async fn mark_on_mysql() {
-        let Ok(server) = std::env::var("MISHARDS_TEST_MYSQL") else {
-            eprintln!("SKIPPED mark_on_mysql: set MISHARDS_TEST_MYSQL=mysql://root@127.0.0.1:3306");
-            return;
-        };
-        sqlx::any::install_default_drivers();
-        let db = format!("mishards_mark_{}", std::process::id());
-        let admin = sqlx::AnyPool::connect(&format!("{server}/mysql"))
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let uri = MetaUri::parse(&format!("{server}/{db}"), None).unwrap();
-        let store = MetaStore::connect(&uri, 2).await.unwrap();
-        let outcome = tokio::spawn({
-            let store = store.clone();
-            async move { the_mark_keeps_milvus_bits(&store).await }
+        on_scratch_mysql("mark_on_mysql", "mishards_mark", |store| async move {
+            the_mark_keeps_milvus_bits(&store).await
         })
         .await;
-        store.close().await;
-        sqlx::query(&format!("DROP DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        outcome.unwrap();
     }
 }

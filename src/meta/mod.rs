@@ -211,7 +211,52 @@ impl MetaStore {
 /// Row builders for unit tests of modules that read metadata rows.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::{CollectionRow, FileRow};
+    #![allow(clippy::unwrap_used)] // test fixtures
+    use std::future::Future;
+
+    use super::{CollectionRow, FileRow, MetaStore, MetaUri};
+
+    /// Runs `test` on a store over a fresh SQLite file.
+    pub async fn on_sqlite<F: Future<Output = ()>>(test: impl FnOnce(MetaStore) -> F) {
+        let dir = tempfile::tempdir().unwrap();
+        let uri =
+            MetaUri::parse(&format!("sqlite://{}/m.sqlite", dir.path().display()), None).unwrap();
+        test(MetaStore::connect(&uri, 2).await.unwrap()).await;
+    }
+
+    /// Runs `test` on a store over a scratch MySQL database `<prefix>_<pid>`
+    /// of `MISHARDS_TEST_MYSQL`, dropped afterwards (also when `test`
+    /// fails); skipped, saying so, when the variable is unset.
+    pub async fn on_scratch_mysql<F>(
+        test_name: &str,
+        prefix: &str,
+        test: impl FnOnce(MetaStore) -> F,
+    ) where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Ok(server) = std::env::var("MISHARDS_TEST_MYSQL") else {
+            eprintln!("SKIPPED {test_name}: set MISHARDS_TEST_MYSQL=mysql://root@127.0.0.1:3306");
+            return;
+        };
+        sqlx::any::install_default_drivers();
+        let db = format!("{prefix}_{}", std::process::id());
+        let admin = sqlx::AnyPool::connect(&format!("{server}/mysql"))
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let uri = MetaUri::parse(&format!("{server}/{db}"), None).unwrap();
+        let store = MetaStore::connect(&uri, 2).await.unwrap();
+        let outcome = tokio::spawn(test(store.clone())).await;
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        outcome.unwrap();
+    }
 
     /// A live L2 collection row (dimension 4, FLAT); `owner`/`tag` make it a partition.
     pub fn table(id: i64, table_id: &str, owner: &str, tag: &str) -> CollectionRow {

@@ -67,7 +67,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::meta::{fixtures, MetaUri};
+    use crate::meta::fixtures::{self, on_scratch_mysql, on_sqlite};
 
     /// The fingerprint moves with every change a snapshot cares about, and
     /// only then. Run against SQLite, and MySQL when MISHARDS_TEST_MYSQL is set.
@@ -104,42 +104,16 @@ mod tests {
 
     #[tokio::test]
     async fn fingerprint_on_sqlite() {
-        let dir = tempfile::tempdir().unwrap();
-        let uri =
-            MetaUri::parse(&format!("sqlite://{}/m.sqlite", dir.path().display()), None).unwrap();
-        let store = MetaStore::connect(&uri, 2).await.unwrap();
-        fingerprint_tracks_changes(&store).await;
+        on_sqlite(|store| async move { fingerprint_tracks_changes(&store).await }).await;
     }
 
     #[tokio::test]
     async fn fingerprint_on_mysql() {
-        let Ok(server) = std::env::var("MISHARDS_TEST_MYSQL") else {
-            eprintln!(
-                "SKIPPED fingerprint_on_mysql: set MISHARDS_TEST_MYSQL=mysql://root@127.0.0.1:3306"
-            );
-            return;
-        };
-        sqlx::any::install_default_drivers();
-        let db = format!("mishards_meta_{}", std::process::id());
-        let admin = sqlx::AnyPool::connect(&format!("{server}/mysql"))
-            .await
-            .unwrap();
-        sqlx::query(&format!("CREATE DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let uri = MetaUri::parse(&format!("{server}/{db}"), None).unwrap();
-        let store = MetaStore::connect(&uri, 2).await.unwrap();
-        let outcome = tokio::spawn({
-            let store = store.clone();
-            async move { fingerprint_tracks_changes(&store).await }
-        })
+        on_scratch_mysql(
+            "fingerprint_on_mysql",
+            "mishards_meta",
+            |store| async move { fingerprint_tracks_changes(&store).await },
+        )
         .await;
-        store.close().await;
-        sqlx::query(&format!("DROP DATABASE {db}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        outcome.unwrap();
     }
 }
