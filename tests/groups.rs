@@ -70,19 +70,6 @@ fn grouped_config(clusters: &[Cluster]) -> Config {
     config
 }
 
-async fn count(client: &mut Client, name: &str) -> i64 {
-    let reply = grpc_ok(
-        "CountCollection",
-        client
-            .count_collection(CollectionName {
-                collection_name: name.into(),
-            })
-            .await,
-    );
-    assert_ok("CountCollection", &reply.status);
-    reply.collection_row_count
-}
-
 async fn spread_collection_is_one_milvus(setup: Setup) {
     let clusters = two_clusters(&setup).await;
     let proxy = grouped_proxy(&clusters).await;

@@ -250,19 +250,6 @@ async fn stream(
     sent
 }
 
-async fn count(client: &mut Client, name: &str) -> i64 {
-    let reply = grpc_ok(
-        "CountCollection",
-        client
-            .count_collection(CollectionName {
-                collection_name: name.into(),
-            })
-            .await,
-    );
-    assert_ok("CountCollection", &reply.status);
-    reply.collection_row_count
-}
-
 /// The stored vector of each id (None: not found), through the proxy.
 async fn get_by_id(client: &mut Client, name: &str, ids: &[i64]) -> HashMap<i64, Vec<f32>> {
     let mut found = HashMap::new();

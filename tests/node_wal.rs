@@ -62,18 +62,6 @@ async fn insert_with_ids(c: &mut Client, name: &str, tag: &str, rows: &[Vector],
     assert_ok("Insert", &reply.status);
 }
 
-async fn count(c: &mut Client, name: &str) -> i64 {
-    let reply = grpc_ok(
-        "CountCollection",
-        c.count_collection(CollectionName {
-            collection_name: name.into(),
-        })
-        .await,
-    );
-    assert_ok("CountCollection", &reply.status);
-    reply.collection_row_count
-}
-
 async fn killed_writer_replays_its_log(setup: Setup) {
     let dir = tempfile::tempdir().unwrap();
     let (meta_uri, _database) = match &setup.meta {

@@ -83,6 +83,19 @@ pub async fn insert(c: &mut Client, name: &str, tag: &str, rows: &[Vector]) -> V
     reply.vector_id_array
 }
 
+/// CountCollection, which must succeed.
+pub async fn count(c: &mut Client, name: &str) -> i64 {
+    let reply = grpc_ok(
+        "CountCollection",
+        c.count_collection(CollectionName {
+            collection_name: name.to_string(),
+        })
+        .await,
+    );
+    assert_ok("CountCollection", &reply.status);
+    reply.collection_row_count
+}
+
 pub async fn flush(c: &mut Client, name: &str) {
     let status = grpc_ok(
         "Flush",
