@@ -570,6 +570,27 @@ readonly = {toml_list(nodes.ro)}
     return "\n".join(parts) + '\n[placement]\ndefault = "spread"\n'
 
 
+def demo_process(
+    tmp_path: Path, port: int, metrics_port: int, http_listen: str = f"{HOST}:0", groups: int | None = None
+) -> ManagedProcess:
+    """`mishards demo` (N shard groups with `groups`) on the given ports, its data under
+    <tmp_path>/demo and its log under <tmp_path>/logs; not started yet."""
+    argv = [mishards_bin(), "demo"]
+    if groups is not None:
+        argv += ["--groups", str(groups)]
+    argv += [
+        "--dir",
+        str(tmp_path / "demo"),
+        "--listen",
+        f"{HOST}:{port}",
+        "--metrics-listen",
+        f"{HOST}:{metrics_port}",
+        "--http-listen",
+        http_listen,
+    ]
+    return ManagedProcess("demo", argv, tmp_path / "logs")
+
+
 def start_proxy(
     tmp_path: Path, backends: str, log_dir: Path, server_extra: str = "", extra: str = ""
 ) -> ProxyHandle:

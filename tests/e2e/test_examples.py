@@ -10,29 +10,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from servers import HOST, REPO_ROOT, ManagedProcess, free_port, mishards_bin
+from servers import HOST, REPO_ROOT, demo_process, free_port
 
 QUICKSTART_TIMEOUT_S = 120
 
 
 def test_quickstart_runs_against_the_demo(tmp_path):
     port, metrics_port = free_port(), free_port()
-    demo = ManagedProcess(
-        "demo",
-        [
-            mishards_bin(),
-            "demo",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--listen",
-            f"{HOST}:{port}",
-            "--metrics-listen",
-            f"{HOST}:{metrics_port}",
-            "--http-listen",
-            f"{HOST}:0",
-        ],
-        tmp_path / "logs",
-    )
+    demo = demo_process(tmp_path, port, metrics_port)
     demo.start()
     try:
         demo.wait_ready(HOST, port, need_listening_line=False)

@@ -43,10 +43,9 @@ from oracle import assert_search_matches, f32, float_vectors, unique_name
 from servers import (
     HOST,
     SEARCHABLE_FILES_SQL,
-    ManagedProcess,
     backends_toml,
+    demo_process,
     free_port,
-    mishards_bin,
     start_proxy,
 )
 
@@ -500,24 +499,7 @@ def test_http_api_matches_grpc_on_a_cluster(cluster):
 def test_http_api_matches_grpc_on_a_two_group_demo(tmp_path):
     port, metrics_port, http_port = free_port(), free_port(), free_port()
     demo_dir = tmp_path / "demo"
-    demo = ManagedProcess(
-        "demo",
-        [
-            mishards_bin(),
-            "demo",
-            "--groups",
-            "2",
-            "--dir",
-            str(demo_dir),
-            "--listen",
-            f"{HOST}:{port}",
-            "--metrics-listen",
-            f"{HOST}:{metrics_port}",
-            "--http-listen",
-            f"{HOST}:{http_port}",
-        ],
-        tmp_path / "logs",
-    )
+    demo = demo_process(tmp_path, port, metrics_port, http_listen=f"{HOST}:{http_port}", groups=2)
     demo.start()
     try:
         demo.wait_ready(HOST, port, need_listening_line=False)

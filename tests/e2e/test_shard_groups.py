@@ -14,7 +14,7 @@ from milvus import MetricType
 
 from milvus_calls import assert_code, assert_ok, count, create_collection, flush, insert, milvus_client, search
 from oracle import assert_search_matches, float_vectors
-from servers import HOST, ManagedProcess, free_port, mishards_bin
+from servers import HOST, demo_process, free_port
 
 DIM = 16
 ILLEGAL_VECTOR_ID = 12
@@ -22,24 +22,7 @@ ILLEGAL_VECTOR_ID = 12
 
 def test_a_two_group_demo_is_one_milvus(tmp_path):
     port, metrics_port = free_port(), free_port()
-    demo = ManagedProcess(
-        "demo",
-        [
-            mishards_bin(),
-            "demo",
-            "--groups",
-            "2",
-            "--dir",
-            str(tmp_path / "demo"),
-            "--listen",
-            f"{HOST}:{port}",
-            "--metrics-listen",
-            f"{HOST}:{metrics_port}",
-            "--http-listen",
-            f"{HOST}:0",
-        ],
-        tmp_path / "logs",
-    )
+    demo = demo_process(tmp_path, port, metrics_port, groups=2)
     demo.start()
     try:
         demo.wait_ready(HOST, port, need_listening_line=False)
