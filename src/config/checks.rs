@@ -159,6 +159,9 @@ impl Config {
         {
             report(key, message);
         }
+        for (key, message) in super::coalesce::check(&self.coalesce) {
+            report(key, message);
+        }
         for (key, message) in super::operations::check_discovery(&self.discovery)
             .into_iter()
             .map(|e| (e.key.clone(), e.message.clone()))

@@ -37,6 +37,7 @@
 mod address;
 mod byte_size;
 mod checks;
+mod coalesce;
 mod env;
 mod groups;
 mod mishards_python;
@@ -54,6 +55,7 @@ use std::path::Path;
 pub use address::parse_host_port;
 pub use byte_size::{parse_byte_size, ByteSize};
 pub use checks::{MAX_MESSAGE_SIZE, MIN_MESSAGE_SIZE};
+pub use coalesce::CoalesceConfig;
 pub use env::{env_variable_name, group_env_variable_name, unknown_env_overrides, ENV_PREFIX};
 pub use groups::{
     GroupConfig, PlacementConfig, PlacementDefault, IMPLICIT_GROUP, MAX_GROUP_NAME_LENGTH,
@@ -190,6 +192,7 @@ impl Config {
             deadlines: parts.parse("deadlines"),
             slow_nodes: parts.parse("slow_nodes"),
             admission: parts.parse("admission"),
+            coalesce: parts.parse("coalesce"),
             reload: parts.parse("reload"),
             discovery: parts.parse("discovery"),
             groups: (0..group_count(&sections))

@@ -29,6 +29,7 @@ pub struct Config {
     pub deadlines: super::resilience::DeadlinesConfig,
     pub slow_nodes: super::resilience::SlowNodesConfig,
     pub admission: super::resilience::AdmissionConfig,
+    pub coalesce: super::coalesce::CoalesceConfig,
     pub reload: super::operations::ReloadConfig,
     pub discovery: super::operations::DiscoveryConfig,
     /// `[[groups]]`: several shard groups; empty = the single cluster of

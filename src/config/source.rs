@@ -16,7 +16,7 @@ use super::ConfigError;
 /// sections `groups[0]`, `groups[1]`..., so errors read `groups[1].writable`.
 pub(super) const GROUPS: &str = "groups";
 
-pub(super) const SECTION_NAMES: [&str; 16] = [
+pub(super) const SECTION_NAMES: [&str; 17] = [
     "server",
     "metrics",
     "http_api",
@@ -30,6 +30,7 @@ pub(super) const SECTION_NAMES: [&str; 16] = [
     "deadlines",
     "slow_nodes",
     "admission",
+    "coalesce",
     "reload",
     "discovery",
     "placement",

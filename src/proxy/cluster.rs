@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::admission::WorkBudget;
-use super::hedge::HedgePolicy;
+use super::coalesce::Coalescer;
+use super::hedge_policy::HedgePolicy;
 use super::placements::Placements;
 use super::warmup::Warmup;
 use crate::backend::Backends;
@@ -33,6 +34,8 @@ pub struct Cluster {
     pub(super) placements: Arc<Placements>,
     /// Warm-up of new files, which a Flush waits on.
     pub(super) warmup: Arc<Warmup>,
+    /// `[coalesce]`: concurrent searches' node calls stacked (None: off).
+    pub(super) coalescer: Option<Arc<Coalescer>>,
 }
 
 /// The search protections configured in `[slow_nodes]` and `[admission]`.
@@ -40,6 +43,8 @@ pub struct Cluster {
 pub struct Protection {
     pub hedging: Arc<HedgePolicy>,
     pub work: Arc<WorkBudget>,
+    /// `[coalesce]`, shared by every group's cluster (its lanes are per node).
+    pub(super) coalescer: Option<Arc<Coalescer>>,
 }
 
 impl Protection {
@@ -51,6 +56,10 @@ impl Protection {
                 config.server.max_message_size.0,
                 metrics,
             )),
+            coalescer: config
+                .coalesce
+                .enabled
+                .then(|| Coalescer::new(config.coalesce.max_batch_nq)),
         }
     }
 }
@@ -74,6 +83,7 @@ impl Cluster {
             work: protection.work,
             placements: Arc::default(),
             warmup: Warmup::disabled(),
+            coalescer: protection.coalescer,
         }
     }
 

@@ -20,7 +20,7 @@ use futures::future::join_all;
 use prost::Message;
 use tonic::{Request, Response};
 
-use super::raw_insert::INSERT_PATH;
+use super::methods::INSERT_PATH;
 use super::rpc_metrics::reply;
 use super::search::{found_records, search_of_found};
 use super::service::ProxyService;

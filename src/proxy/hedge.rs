@@ -11,62 +11,17 @@
 //! ejection (at most one per 300 ms: see `backend::health::SLOW_EVIDENCE_GAP`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use futures::future::join_all;
-use tower::retry::budget::{Budget, TpsBudget};
 
 use super::cluster::Cluster;
 use super::placements::{to_parts, Part};
 use super::route;
 use super::search::{EncodedSearch, NodeFailure};
 use crate::backend::health::hedge_delay;
-use crate::config::SlowNodesConfig;
 use crate::merge::TopKHits;
 use crate::status::{MilvusError, MilvusResult};
 use crate::wire::ErrorCode;
-
-/// How long the hedge budget remembers calls.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
-/// Hedges allowed per second whatever the traffic, so a quiet proxy can hedge.
-const BUDGET_FLOOR_PER_SECOND: u32 = 1;
-
-/// When and how often to hedge (`[slow_nodes]`).
-pub struct HedgePolicy {
-    fixed: Option<Duration>,
-    min: Duration,
-    max: Duration,
-    /// `None`: hedging disabled.
-    budget: Option<TpsBudget>,
-}
-
-impl HedgePolicy {
-    pub fn new(config: &SlowNodesConfig) -> Self {
-        let budget = (config.hedge_budget_percent > 0).then(|| {
-            TpsBudget::new(
-                BUDGET_WINDOW,
-                BUDGET_FLOOR_PER_SECOND,
-                config.hedge_budget_percent as f32 / 100.0,
-            )
-        });
-        Self {
-            fixed: (!config.hedge_delay.is_zero()).then_some(config.hedge_delay),
-            min: config.hedge_min_delay,
-            max: config.hedge_max_delay,
-            budget,
-        }
-    }
-
-    fn primary_call(&self) {
-        if let Some(b) = &self.budget {
-            b.deposit();
-        }
-    }
-
-    fn may_hedge(&self) -> bool {
-        self.budget.as_ref().is_some_and(|b| b.withdraw())
-    }
-}
 
 /// Why the race with the primary call started.
 enum Second {
@@ -231,22 +186,5 @@ mod tests {
             ("a:1".to_string(), "TLS handshake failed".to_string()),
         ]);
         assert_eq!(listed(&set), "a:1 [TLS handshake failed]; b:2 [refused]");
-    }
-
-    #[test]
-    fn the_budget_allows_about_the_configured_share() {
-        let policy = HedgePolicy::new(&SlowNodesConfig::default());
-        for _ in 0..1000 {
-            policy.primary_call();
-        }
-        let granted = (0..1000).filter(|_| policy.may_hedge()).count();
-        // 10% of 1000 calls, plus the floor's reserve (1/s over 10 s).
-        assert!((100..=115).contains(&granted), "granted {granted}");
-        let off = HedgePolicy::new(&SlowNodesConfig {
-            hedge_budget_percent: 0,
-            ..SlowNodesConfig::default()
-        });
-        off.primary_call();
-        assert!(!off.may_hedge());
     }
 }

@@ -14,12 +14,15 @@
 pub mod admin;
 pub mod admission;
 mod cluster;
+mod coalesce;
 mod cmd;
 mod forward;
 pub mod groups;
 pub mod health;
 mod hedge;
+mod hedge_policy;
 pub mod meta_from_snapshot;
+mod methods;
 mod placements;
 pub mod raw_insert;
 pub mod reload;

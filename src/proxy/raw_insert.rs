@@ -19,14 +19,13 @@ use tonic::codec::{CompressionEncoding, EnabledCompressionEncodings};
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 
 use super::groups::GroupedService;
+use super::methods::INSERT_PATH;
 use super::rpc_metrics::ReplyCode;
 use crate::backend::live::LiveBackends;
 use crate::backend::Backend;
 use crate::grpc::RawCodec;
 use crate::status::{code_name, Reply};
 use crate::wire::VectorIds;
-
-pub const INSERT_PATH: &str = "/milvus.grpc.MilvusService/Insert";
 
 /// Forwards encoded `InsertParam` messages to the writable node.
 pub struct RawInsert {

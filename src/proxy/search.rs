@@ -7,6 +7,7 @@
 //! find no healthy read-only node.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,7 +17,9 @@ use prost::Message;
 use tracing::field::Empty;
 
 use super::cluster::Cluster;
+use super::coalesce::{NodeAnswer, NodeCall};
 use super::forward::client_call;
+use super::methods::SEARCH_IN_FILES_PATH;
 use super::placements::{to_parts, PlannedParts};
 use super::route;
 use crate::backend::Backend;
@@ -140,13 +143,32 @@ impl Cluster {
         merged
     }
 
-    /// One `SearchInFiles` of the files whose encoded ids are `file_ids` on `node`.
+    /// One `SearchInFiles` of the files whose encoded ids are `file_ids` on
+    /// `node`; with `[coalesce]` on, possibly stacked with other searches'.
     pub(super) async fn search_node(
         &self,
         node: &str,
         file_ids: &Bytes,
         search: &EncodedSearch,
     ) -> Result<TopKHits, NodeFailure> {
+        match &self.coalescer {
+            Some(coalescer) => {
+                let call = CallNode {
+                    cluster: self.clone(),
+                    node: node.into(),
+                };
+                coalescer.search(node, file_ids, search, call).await
+            }
+            None => {
+                self.call_node(node, search.request(file_ids), search.nq)
+                    .await
+            }
+        }
+    }
+
+    /// One `SearchInFiles` (`body`, of `nq` queries) sent to `node`, its
+    /// answer decoded and checked.
+    async fn call_node(&self, node: &str, body: Bytes, nq: usize) -> Result<TopKHits, NodeFailure> {
         let backend: &Arc<Backend> = self.backends.get(node).ok_or_else(|| {
             NodeFailure::Milvus(MilvusError::unexpected(format!("unknown backend {node}")))
         })?;
@@ -154,7 +176,7 @@ impl Cluster {
             .call_raw(
                 "SearchInFiles",
                 SEARCH_IN_FILES_PATH,
-                search.request(file_ids),
+                body,
                 self.search_timeout,
                 |r| code_of_encoded_reply(r),
             )
@@ -174,12 +196,12 @@ impl Cluster {
             )));
         }
         let hits = TopKHits::from_wire(reply).map_err(NodeFailure::Milvus)?;
-        if hits.nq != 0 && hits.nq != search.nq {
+        if hits.nq != 0 && hits.nq != nq {
             return Err(NodeFailure::Milvus(MilvusError::new(
                 ErrorCode::IllegalSearchResult,
                 format!(
-                    "read-only node {node} answered {} result rows for {} queries",
-                    hits.nq, search.nq
+                    "read-only node {node} answered {} result rows for {nq} queries",
+                    hits.nq
                 ),
             )));
         }
@@ -312,9 +334,6 @@ pub(super) fn search_of_found(
     Some((present, search))
 }
 
-/// The gRPC path of `SearchInFiles`, which the fan-out sends pre-encoded.
-const SEARCH_IN_FILES_PATH: &str = "/milvus.grpc.MilvusService/SearchInFiles";
-
 /// `plan` in a `plan` span; the plan's size (`files`, `nodes`) is recorded
 /// there and in the request span, its `rows` in the plan span.
 fn traced_plan(
@@ -331,22 +350,50 @@ fn traced_plan(
     Ok(plan)
 }
 
-/// A search's `SearchParam`, encoded once as field 2 of `SearchInFilesParam`
-/// and sent to every node after that node's own encoded file ids (field 1):
+/// A search's `SearchParam`, encoded once and sent to every node as field 2
+/// of `SearchInFilesParam`, after that node's own encoded file ids (field 1):
 /// one encode per search, where cloning the query vectors into one message
 /// per node and encoding each cost a copy and an encode per node.
+///
+/// It is kept in three pieces, in prost's field order: `head` (collection,
+/// tags), the queries (field 3, one entry each) and `tail` (topk, params).
+/// Head and tail are what a coalesced call shares (`coalesce`); its queries
+/// are several searches' query pieces in a row, which is exactly how prost
+/// encodes the stacked message.
 pub(super) struct EncodedSearch {
-    field: Bytes,
+    pub head: Bytes,
+    pub queries: Bytes,
+    pub tail: Bytes,
     /// Queries in the search, to check each node's answer.
     pub nq: usize,
 }
 
 impl EncodedSearch {
     pub fn new(search: &SearchParam) -> Self {
-        let mut field = BytesMut::with_capacity(search.encoded_len() + 8);
-        prost::encoding::message::encode(2, search, &mut field);
+        let head = SearchParam {
+            collection_name: search.collection_name.clone(),
+            partition_tag_array: search.partition_tag_array.clone(),
+            ..SearchParam::default()
+        };
+        let tail = SearchParam {
+            topk: search.topk,
+            extra_params: search.extra_params.clone(),
+            ..SearchParam::default()
+        };
+        let mut queries = BytesMut::with_capacity(
+            search
+                .query_record_array
+                .iter()
+                .map(|q| q.encoded_len() + 8)
+                .sum(),
+        );
+        for query in &search.query_record_array {
+            prost::encoding::message::encode(3, query, &mut queries);
+        }
         Self {
-            field: field.freeze(),
+            head: head.encode_to_vec().into(),
+            queries: queries.freeze(),
+            tail: tail.encode_to_vec().into(),
             nq: search.query_record_array.len(),
         }
     }
@@ -354,14 +401,47 @@ impl EncodedSearch {
     /// The encoded `SearchInFilesParam` of this search over `file_ids`
     /// (field 1 as `placements::encode_file_ids` makes it).
     pub fn request(&self, file_ids: &Bytes) -> Bytes {
-        let mut body = BytesMut::with_capacity(file_ids.len() + self.field.len());
-        body.extend_from_slice(file_ids);
-        body.extend_from_slice(&self.field);
-        body.freeze()
+        stacked_request(file_ids, &self.head, &[&self.queries], &self.tail)
     }
 }
 
+/// How the coalescer calls a node: through this cluster's backend.
+#[derive(Clone)]
+struct CallNode {
+    cluster: Cluster,
+    node: Arc<str>,
+}
+
+impl NodeCall for CallNode {
+    fn call(&self, body: Bytes, nq: usize) -> impl Future<Output = NodeAnswer> + Send + 'static {
+        let this = self.clone();
+        async move { this.cluster.call_node(&this.node, body, nq).await }
+    }
+}
+
+/// The encoded `SearchInFilesParam` over `file_ids` of one `SearchParam`
+/// made of `head`, every piece of `queries` in order, and `tail`.
+pub(super) fn stacked_request(
+    file_ids: &Bytes,
+    head: &Bytes,
+    queries: &[&Bytes],
+    tail: &Bytes,
+) -> Bytes {
+    let param_len = head.len() + queries.iter().map(|q| q.len()).sum::<usize>() + tail.len();
+    let mut body = BytesMut::with_capacity(file_ids.len() + param_len + 11);
+    body.extend_from_slice(file_ids);
+    prost::encoding::encode_key(2, prost::encoding::WireType::LengthDelimited, &mut body);
+    prost::encoding::encode_varint(param_len as u64, &mut body);
+    body.extend_from_slice(head);
+    for q in queries {
+        body.extend_from_slice(q);
+    }
+    body.extend_from_slice(tail);
+    body.freeze()
+}
+
 /// Why one node's part of a search failed.
+#[derive(Clone, Debug)]
 pub(super) enum NodeFailure {
     /// The node answered with a Milvus error: the search fails with it.
     Milvus(MilvusError),
