@@ -85,6 +85,7 @@ pub struct Metrics {
     backend_request_duration: HistogramFamily<3>,
     search_fanout_nodes: Histogram,
     search_files: Histogram,
+    coalesced_call_searches: Histogram,
     merge_duration: Histogram,
     topology_refresh_duration: Histogram,
     topology_refresh_failures: Counter,
@@ -145,6 +146,8 @@ impl Metrics {
         // 1 to 256 nodes, and 1 to 32768 segment files per search.
         let search_fanout_nodes = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         let search_files = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        // 1 to 4096 searches in one stacked call.
+        let coalesced_call_searches = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         // 10us to ~1.3s.
         let merge_duration = Histogram::new(exponential_buckets(0.00001, 2.0, 18));
         let topology_refresh_duration = latency_histogram();
@@ -184,6 +187,11 @@ impl Metrics {
             "mishards_search_files",
             "Segment files one search covered",
             search_files.clone(),
+        );
+        registry.register(
+            "mishards_coalesced_call_searches",
+            "Searches one stacked SearchInFiles carried to a node ([coalesce]); a search that went in its own call is not counted",
+            coalesced_call_searches.clone(),
         );
         registry.register(
             "mishards_merge_duration_seconds",
@@ -240,6 +248,7 @@ impl Metrics {
             backend_request_duration,
             search_fanout_nodes,
             search_files,
+            coalesced_call_searches,
             merge_duration,
             topology_refresh_duration,
             topology_refresh_failures,
@@ -311,6 +320,11 @@ impl Metrics {
     pub fn observe_fanout(&self, nodes: usize, files: usize) {
         self.search_fanout_nodes.observe(nodes as f64);
         self.search_files.observe(files as f64);
+    }
+
+    /// One stacked call of `searches` searches (`[coalesce]`).
+    pub fn observe_coalesced_call(&self, searches: usize) {
+        self.coalesced_call_searches.observe(searches as f64);
     }
 
     /// Time to merge the partial results of one search.

@@ -100,6 +100,10 @@ async fn coalesced_searches_match_uncoalesced(setup: Setup) {
         "{label}: {calls} node calls for {} searches: nothing was coalesced",
         searches.len()
     );
+    assert!(
+        metric(&coalescing, "mishards_coalesced_call_searches_count") >= 1.0,
+        "{label}: no stacked call was counted"
+    );
     coalescing
         .stop(std::time::Duration::from_secs(5))
         .await

@@ -54,12 +54,12 @@ impl Protection {
             work: Arc::new(WorkBudget::new(
                 config.admission.max_queued_work,
                 config.server.max_message_size.0,
-                metrics,
+                metrics.clone(),
             )),
             coalescer: config
                 .coalesce
                 .enabled
-                .then(|| Coalescer::new(config.coalesce.max_batch_nq)),
+                .then(|| Coalescer::new(config.coalesce.max_batch_nq, metrics)),
         }
     }
 }

@@ -28,6 +28,7 @@ use tracing::Instrument;
 use super::search::{stacked_request, EncodedSearch, NodeFailure};
 use crate::merge::TopKHits;
 use crate::status::MilvusError;
+use crate::telemetry::Metrics;
 use crate::wire::ErrorCode;
 
 /// What calls a node: the encoded request and its number of queries in,
@@ -84,13 +85,15 @@ enum Turn {
 /// The lanes of every node.
 pub(super) struct Coalescer {
     max_batch_nq: usize,
+    metrics: Arc<Metrics>,
     lanes: Mutex<HashMap<LaneKey, Lane>>,
 }
 
 impl Coalescer {
-    pub fn new(max_batch_nq: usize) -> Arc<Self> {
+    pub fn new(max_batch_nq: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             max_batch_nq: max_batch_nq.max(1),
+            metrics,
             lanes: Mutex::new(HashMap::new()),
         })
     }
@@ -193,6 +196,7 @@ impl Coalescer {
     async fn drain_lane<C: NodeCall>(self: Arc<Self>, key: LaneKey, call: C) {
         while let Some((file_ids, batch)) = self.next_batch(&key) {
             let nq: usize = batch.iter().map(|w| w.nq).sum();
+            self.metrics.observe_coalesced_call(batch.len());
             let queries: Vec<&Bytes> = batch.iter().map(|w| &w.queries).collect();
             let body = stacked_request(&file_ids, &key.head, &queries, &key.tail);
             // The call lasts as long as its last waiter may wait (no deadline
@@ -447,7 +451,7 @@ mod tests {
                 .map(|(i, nq)| search_of(*nq, (i * 100) as f32))
                 .collect();
             let node = FakeNode::default();
-            let coalescer = Coalescer::new(max_batch_nq);
+            let coalescer = Coalescer::new(max_batch_nq, Metrics::new());
             let answers = paused_runtime().block_on(concurrently(&coalescer, &node, &searches));
             for (search, answer) in searches.iter().zip(answers) {
                 let hits = answer.map_err(|_| TestCaseError::fail("a search failed"))?;
@@ -475,7 +479,7 @@ mod tests {
     #[test]
     fn one_search_goes_at_once_and_many_share_two_calls() {
         let node = FakeNode::default();
-        let coalescer = Coalescer::new(256);
+        let coalescer = Coalescer::new(256, Metrics::new());
         let runtime = paused_runtime();
         let one = runtime.block_on(concurrently(&coalescer, &node, &[search_of(1, 0.0)]));
         assert!(one[0].is_ok());
@@ -493,7 +497,7 @@ mod tests {
             fail: true,
             ..FakeNode::default()
         };
-        let coalescer = Coalescer::new(256);
+        let coalescer = Coalescer::new(256, Metrics::new());
         let searches: Vec<SearchParam> = (0..5).map(|i| search_of(2, i as f32)).collect();
         let answers = paused_runtime().block_on(concurrently(&coalescer, &node, &searches));
         assert!(answers
@@ -505,7 +509,7 @@ mod tests {
     #[test]
     fn a_cancelled_leader_hands_its_waiters_on() {
         let node = FakeNode::default();
-        let coalescer = Coalescer::new(256);
+        let coalescer = Coalescer::new(256, Metrics::new());
         let file_ids = encode_file_ids(&[7, 8]);
         let searches: Vec<EncodedSearch> = (0..4)
             .map(|i| EncodedSearch::new(&search_of(1, i as f32)))
@@ -532,7 +536,7 @@ mod tests {
     #[test]
     fn a_search_as_large_as_a_batch_goes_alone() {
         let node = FakeNode::default();
-        let coalescer = Coalescer::new(4);
+        let coalescer = Coalescer::new(4, Metrics::new());
         let searches = [search_of(4, 0.0), search_of(4, 10.0), search_of(1, 20.0)];
         let answers = paused_runtime().block_on(concurrently(&coalescer, &node, &searches));
         for (search, answer) in searches.iter().zip(answers) {
