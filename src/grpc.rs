@@ -19,8 +19,12 @@ use crate::wire::milvus_service_server::{MilvusService, MilvusServiceServer};
 
 /// HTTP/2 flow-control windows. The 64 KiB protocol default makes a 50 MB
 /// insert wait on hundreds of window updates; Milvus messages are large.
-const STREAM_WINDOW: u32 = 8 << 20;
-const CONNECTION_WINDOW: u32 = 16 << 20;
+/// (Shared with the proxy's own backend channel, `backend::channel`.)
+pub(crate) const STREAM_WINDOW: u32 = 8 << 20;
+pub(crate) const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Client keepalive pings, also while idle.
+pub(crate) const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Default message size limit: Milvus itself has none, clients send up to
 /// 256 MB of vectors plus framing.
@@ -151,7 +155,7 @@ fn endpoint(uri: String, connect_timeout: Duration) -> Result<Endpoint, tonic::t
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
-        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_interval(CLIENT_KEEPALIVE_INTERVAL)
         .keep_alive_while_idle(true))
 }
 

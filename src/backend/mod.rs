@@ -8,6 +8,7 @@
 //! time; `stats` keeps the per-node admin counters. With `[backend_tls]`
 //! every connection to a node is TLS (`crate::tls::backend`).
 
+pub mod channel;
 pub mod health;
 pub mod live;
 pub mod stats;
@@ -21,9 +22,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::Semaphore;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
+use self::channel::{Dialer, DirectChannel};
 use self::health::{Change, Ejection, EjectionPolicy, LatencyWindow};
 use crate::deadline;
 
@@ -36,8 +37,9 @@ use crate::trace::InjectTraceContext;
 use crate::wire::milvus_service_client::MilvusServiceClient;
 use crate::wire::{Command, ErrorCode};
 
-/// A channel whose requests carry the caller's trace context (`traceparent`).
-pub type TracedChannel = InterceptedService<Channel, InjectTraceContext>;
+/// A channel whose requests carry the caller's trace context (`traceparent`):
+/// the direct one of `channel`, not tonic's buffered `transport::Channel`.
+pub type TracedChannel = InterceptedService<DirectChannel, InjectTraceContext>;
 
 pub type Client = MilvusServiceClient<TracedChannel>;
 
@@ -164,19 +166,22 @@ impl Backend {
     ) -> anyhow::Result<Self> {
         let max = config.server.max_message_size.0 as usize;
         let timeout = config.backends.connect_timeout;
-        let channel = match tls {
-            None => crate::grpc::channel(addr, timeout)?,
-            Some(tls) => {
-                let connector = tls
-                    .connector(addr)
-                    .map_err(|e| anyhow::anyhow!("backend {addr}: {e}"))?;
-                crate::grpc::tls_channel(addr, timeout, connector)?
-            }
+        let dialer = match tls {
+            None => Dialer::Tcp,
+            Some(tls) => Dialer::Tls(
+                tls.connector(addr)
+                    .map_err(|e| anyhow::anyhow!("backend {addr}: {e}"))?,
+            ),
         };
-        let client = MilvusServiceClient::with_interceptor(channel.clone(), InjectTraceContext)
+        let channel = DirectChannel::new(addr, timeout, dialer)
+            .map_err(|e| anyhow::anyhow!("backend address {addr:?}: {e}"))?;
+        // `new` on the intercepted channel rather than `with_interceptor`,
+        // which wants a `Default` response body (hyper's `Incoming` is not).
+        let traced = InterceptedService::new(channel, InjectTraceContext);
+        let client = MilvusServiceClient::new(traced.clone())
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        let raw = tonic::client::Grpc::new(InterceptedService::new(channel, InjectTraceContext))
+        let raw = tonic::client::Grpc::new(traced)
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         metrics.set_backend_up(addr, true);
