@@ -5,6 +5,10 @@ use crate::status::{ok_status, MilvusError};
 use crate::types::Order;
 use crate::wire::{ErrorCode, TopKQueryResult};
 
+mod encoded;
+
+pub use encoded::{merge_encoded, EncodedHits};
+
 /// The id Milvus puts in a slot that holds no hit.
 const PADDING_ID: i64 = -1;
 
@@ -52,31 +56,13 @@ impl TopKHits {
     /// Only the layout is checked; the caller looks at `status` first. The
     /// arrays move into the hits (no copy).
     pub fn from_wire(result: TopKQueryResult) -> Result<TopKHits, MilvusError> {
-        let nq = usize::try_from(result.row_num)
-            .map_err(|_| illegal_result(format!("row_num {} is negative", result.row_num)))?;
-        let len = result.ids.len();
-        if len != result.distances.len() {
-            return Err(illegal_result(format!(
-                "{len} ids but {} distances",
-                result.distances.len()
-            )));
-        }
+        let (nq, stride) = check_layout(result.row_num, result.ids.len(), result.distances.len())?;
         if nq == 0 {
-            if len != 0 {
-                return Err(illegal_result(format!(
-                    "row_num is 0 but there are {len} ids"
-                )));
-            }
             return Ok(Self::empty());
-        }
-        if !len.is_multiple_of(nq) {
-            return Err(illegal_result(format!(
-                "{len} ids are not aligned to row_num {nq}"
-            )));
         }
         Ok(TopKHits {
             nq,
-            stride: len / nq,
+            stride,
             ids: result.ids,
             distances: result.distances,
         })
@@ -129,6 +115,33 @@ impl TopKHits {
         self.nq.checked_mul(self.stride) == Some(self.ids.len())
             && self.ids.len() == self.distances.len()
     }
+}
+
+/// The `(nq, stride)` of a reply with `row_num` and arrays of `ids` and `distances` entries,
+/// or the `ILLEGAL_SEARCH_RESULT` a misaligned reply is; `(0, 0)` for Milvus' empty result.
+/// Shared by [`TopKHits::from_wire`] and [`EncodedHits::parse`], so both reject alike.
+fn check_layout(row_num: i64, ids: usize, distances: usize) -> Result<(usize, usize), MilvusError> {
+    let nq = usize::try_from(row_num)
+        .map_err(|_| illegal_result(format!("row_num {row_num} is negative")))?;
+    if ids != distances {
+        return Err(illegal_result(format!(
+            "{ids} ids but {distances} distances"
+        )));
+    }
+    if nq == 0 {
+        if ids != 0 {
+            return Err(illegal_result(format!(
+                "row_num is 0 but there are {ids} ids"
+            )));
+        }
+        return Ok((0, 0));
+    }
+    if !ids.is_multiple_of(nq) {
+        return Err(illegal_result(format!(
+            "{ids} ids are not aligned to row_num {nq}"
+        )));
+    }
+    Ok((nq, ids / nq))
 }
 
 fn illegal_result(reason: impl std::fmt::Display) -> MilvusError {
@@ -287,7 +300,7 @@ impl RowMerger {
         for part in parts {
             let start = q * part.stride;
             let (row_ids, row_distances) = part.row(q);
-            let run = match self.clean_prefix(row_ids, row_distances) {
+            let run = match clean_prefix(self.order, row_ids, row_distances) {
                 Some(len) => Run {
                     source: RunSource::Part { start },
                     len,
@@ -324,38 +337,10 @@ impl RowMerger {
         distances.resize(row_end, worst);
     }
 
-    /// The number of real hits when the row is clean (sorted best first, padding only at the end).
-    fn clean_prefix(&self, ids: &[i64], distances: &[f32]) -> Option<usize> {
-        let real = ids
-            .iter()
-            .position(|&id| id == PADDING_ID)
-            .unwrap_or(ids.len());
-        if ids[real..].iter().any(|&id| id != PADDING_ID) {
-            return None;
-        }
-        let mut previous = 0u128;
-        for (&id, &distance) in ids[..real].iter().zip(distances) {
-            let rank = packed_rank(rank_key(self.order, distance), id);
-            if rank < previous {
-                return None;
-            }
-            previous = rank;
-        }
-        Some(real)
-    }
-
     /// Copies the real hits of a row into the scratch buffer, sorted best first.
     fn sort_into_scratch(&mut self, ids: &[i64], distances: &[f32]) -> Run {
         let start = self.scratch.len();
-        self.scratch.extend(
-            ids.iter()
-                .zip(distances)
-                .filter(|(&id, _)| id != PADDING_ID)
-                .map(|(&id, &distance)| (id, distance)),
-        );
-        let order = self.order;
-        self.scratch[start..]
-            .sort_unstable_by_key(|&(id, distance)| packed_rank(rank_key(order, distance), id));
+        sort_real_hits(self.order, ids, distances, &mut self.scratch);
         Run {
             source: RunSource::Scratch { start },
             len: self.scratch.len() - start,
@@ -387,6 +372,39 @@ impl RowMerger {
             packed_rank(rank_key(self.order, distance), id)
         })
     }
+}
+
+/// The number of real hits when the row is clean (sorted best first, padding only at the end).
+fn clean_prefix(order: Order, ids: &[i64], distances: &[f32]) -> Option<usize> {
+    let real = ids
+        .iter()
+        .position(|&id| id == PADDING_ID)
+        .unwrap_or(ids.len());
+    if ids[real..].iter().any(|&id| id != PADDING_ID) {
+        return None;
+    }
+    let mut previous = 0u128;
+    for (&id, &distance) in ids[..real].iter().zip(distances) {
+        let rank = packed_rank(rank_key(order, distance), id);
+        if rank < previous {
+            return None;
+        }
+        previous = rank;
+    }
+    Some(real)
+}
+
+/// Appends the real hits of a row to `out`, sorted best first (the same sort for every
+/// caller, so rows that tie on the whole rank come out in one order everywhere).
+fn sort_real_hits(order: Order, ids: &[i64], distances: &[f32], out: &mut Vec<(i64, f32)>) {
+    let start = out.len();
+    out.extend(
+        ids.iter()
+            .zip(distances)
+            .filter(|(&id, _)| id != PADDING_ID)
+            .map(|(&id, &distance)| (id, distance)),
+    );
+    out[start..].sort_unstable_by_key(|&(id, distance)| packed_rank(rank_key(order, distance), id));
 }
 
 #[cfg(test)]
