@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::search::{stacked_request, EncodedSearch, NodeFailure};
-use crate::merge::TopKHits;
+use crate::merge::EncodedHits;
 use crate::status::MilvusError;
 use crate::telemetry::Metrics;
 use crate::wire::ErrorCode;
@@ -37,7 +37,7 @@ pub(super) trait NodeCall: Clone + Send + Sync + 'static {
     fn call(&self, body: Bytes, nq: usize) -> impl Future<Output = NodeAnswer> + Send + 'static;
 }
 
-pub(super) type NodeAnswer = Result<TopKHits, NodeFailure>;
+pub(super) type NodeAnswer = Result<EncodedHits, NodeFailure>;
 
 /// The searches that may share one call. The file ids are compared by
 /// identity: a collection's encoded ids per node are kept with its placement
@@ -230,26 +230,22 @@ fn split_rows(answer: NodeAnswer, nqs: &[usize]) -> Vec<NodeAnswer> {
         Ok(hits) => hits,
         Err(failure) => return nqs.iter().map(|_| Err(failure.clone())).collect(),
     };
-    if hits.nq == 0 {
-        return nqs.iter().map(|_| Ok(TopKHits::empty())).collect();
+    // Milvus' "no result" (no rows at all) is every search's answer.
+    if hits.nq() == 0 {
+        return nqs.iter().map(|_| Ok(hits.clone())).collect();
     }
-    let stride = hits.stride;
     let mut first = 0;
     nqs.iter()
         .map(|&nq| {
-            let range = first * stride..(first + nq) * stride;
+            let rows = hits.rows(first, nq);
             first += nq;
-            match (hits.ids.get(range.clone()), hits.distances.get(range)) {
-                (Some(ids), Some(distances)) => Ok(TopKHits {
-                    nq,
-                    stride,
-                    ids: ids.to_vec(),
-                    distances: distances.to_vec(),
-                }),
-                _ => Err(NodeFailure::Milvus(MilvusError::new(
+            if rows.nq() == nq {
+                Ok(rows)
+            } else {
+                Err(NodeFailure::Milvus(MilvusError::new(
                     ErrorCode::IllegalSearchResult,
                     "a coalesced search call answered fewer rows than it had queries",
-                ))),
+                )))
             }
         })
         .collect()
@@ -313,6 +309,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::merge::TopKHits;
     use crate::proxy::placements::encode_file_ids;
     use crate::wire::{KeyValuePair, RowRecord, SearchInFilesParam, SearchParam};
 
@@ -363,17 +360,7 @@ mod tests {
                 }
                 let queries = request.search_param.unwrap_or_default().query_record_array;
                 assert_eq!(queries.len(), nq);
-                let mut hits = TopKHits {
-                    nq,
-                    stride: STRIDE,
-                    ..TopKHits::default()
-                };
-                for q in &queries {
-                    let (ids, distances) = row_of(q);
-                    hits.ids.extend(ids);
-                    hits.distances.extend(distances);
-                }
-                Ok(hits)
+                Ok(encoded(&hits_of(&queries)))
             }
         }
     }
@@ -396,19 +383,29 @@ mod tests {
         }
     }
 
-    /// The rows one search should get: each of its queries answered alone.
-    fn alone(search: &SearchParam) -> TopKHits {
+    /// `queries` answered by the fake node.
+    fn hits_of(queries: &[RowRecord]) -> TopKHits {
         let mut hits = TopKHits {
-            nq: search.query_record_array.len(),
+            nq: queries.len(),
             stride: STRIDE,
             ..TopKHits::default()
         };
-        for q in &search.query_record_array {
+        for q in queries {
             let (ids, distances) = row_of(q);
             hits.ids.extend(ids);
             hits.distances.extend(distances);
         }
         hits
+    }
+
+    fn encoded(hits: &TopKHits) -> EncodedHits {
+        let reply = hits.clone().into_wire().encode_to_vec();
+        EncodedHits::parse(reply.into()).expect("a well-formed reply")
+    }
+
+    /// The rows one search should get: each of its queries answered alone.
+    fn alone(search: &SearchParam) -> TopKHits {
+        hits_of(&search.query_record_array)
     }
 
     fn paused_runtime() -> tokio::runtime::Runtime {
@@ -455,7 +452,7 @@ mod tests {
             let answers = paused_runtime().block_on(concurrently(&coalescer, &node, &searches));
             for (search, answer) in searches.iter().zip(answers) {
                 let hits = answer.map_err(|_| TestCaseError::fail("a search failed"))?;
-                prop_assert_eq!(hits, alone(search));
+                prop_assert_eq!(hits.to_hits(), alone(search));
             }
             let calls = node.calls.load(Ordering::SeqCst);
             prop_assert!(calls <= searches.len());
@@ -529,7 +526,7 @@ mod tests {
         });
         for (i, answer) in answers.into_iter().enumerate() {
             let expected = alone(&search_of(1, (i + 1) as f32));
-            assert_eq!(answer.ok(), Some(expected));
+            assert_eq!(answer.ok().map(|h| h.to_hits()), Some(expected));
         }
     }
 
@@ -540,7 +537,7 @@ mod tests {
         let searches = [search_of(4, 0.0), search_of(4, 10.0), search_of(1, 20.0)];
         let answers = paused_runtime().block_on(concurrently(&coalescer, &node, &searches));
         for (search, answer) in searches.iter().zip(answers) {
-            assert_eq!(answer.ok(), Some(alone(search)));
+            assert_eq!(answer.ok().map(|h| h.to_hits()), Some(alone(search)));
         }
         // Both nq=4 searches go alone; the nq=1 one leads its own lane.
         assert_eq!(node.calls.load(Ordering::SeqCst), 3);
@@ -569,25 +566,20 @@ mod tests {
             ids: vec![1, 2, 3, 4, 5, 6],
             distances: vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
         };
-        let parts = split_rows(Ok(hits), &[1, 2]);
-        assert_eq!(
-            parts[0].as_ref().ok().map(|h| h.ids.clone()),
-            Some(vec![1, 2])
-        );
-        assert_eq!(
-            parts[1].as_ref().ok().map(|h| h.ids.clone()),
-            Some(vec![3, 4, 5, 6])
-        );
+        let ids = |p: &NodeAnswer| p.as_ref().ok().map(|h| h.to_hits().ids);
+        let parts = split_rows(Ok(encoded(&hits)), &[1, 2]);
+        assert_eq!(ids(&parts[0]), Some(vec![1, 2]));
+        assert_eq!(ids(&parts[1]), Some(vec![3, 4, 5, 6]));
         let short = TopKHits {
             nq: 1,
             stride: 2,
             ids: vec![1, 2],
             distances: vec![0.1, 0.2],
         };
-        let parts = split_rows(Ok(short), &[1, 1]);
+        let parts = split_rows(Ok(encoded(&short)), &[1, 1]);
         assert!(parts[0].is_ok());
         assert!(matches!(parts[1], Err(NodeFailure::Milvus(_))));
-        let empty = split_rows(Ok(TopKHits::empty()), &[2, 1]);
-        assert!(empty.iter().all(|p| p.as_ref().is_ok_and(|h| h.nq == 0)));
+        let empty = split_rows(Ok(encoded(&TopKHits::empty())), &[2, 1]);
+        assert!(empty.iter().all(|p| p.as_ref().is_ok_and(|h| h.nq() == 0)));
     }
 }

@@ -19,7 +19,7 @@ use super::placements::{to_parts, Part};
 use super::route;
 use super::search::{EncodedSearch, NodeFailure};
 use crate::backend::health::hedge_delay;
-use crate::merge::TopKHits;
+use crate::merge::EncodedHits;
 use crate::status::{MilvusError, MilvusResult};
 use crate::wire::ErrorCode;
 
@@ -36,7 +36,7 @@ impl Cluster {
         &self,
         part: &Part,
         search: &EncodedSearch,
-    ) -> MilvusResult<Vec<TopKHits>> {
+    ) -> MilvusResult<Vec<EncodedHits>> {
         let (node, ids) = (part.node.as_str(), &part.ids[..]);
         self.hedging.primary_call();
         let primary = self.search_node(node, &part.encoded_ids, search);
@@ -102,8 +102,8 @@ impl Cluster {
         node: &str,
         ids: &[i64],
         search: &EncodedSearch,
-        result: Result<TopKHits, NodeFailure>,
-    ) -> MilvusResult<Vec<TopKHits>> {
+        result: Result<EncodedHits, NodeFailure>,
+    ) -> MilvusResult<Vec<EncodedHits>> {
         match result {
             Ok(hits) => Ok(vec![hits]),
             Err(NodeFailure::Milvus(e)) => Err(e),
@@ -124,7 +124,7 @@ impl Cluster {
         ids: &[i64],
         search: &EncodedSearch,
         mut excluded: BTreeMap<String, String>,
-    ) -> MilvusResult<Vec<TopKHits>> {
+    ) -> MilvusResult<Vec<EncodedHits>> {
         let mut parts = Vec::new();
         let mut rows: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 0)).collect();
         while !rows.is_empty() {

@@ -14,8 +14,8 @@
 pub mod admin;
 pub mod admission;
 mod cluster;
-mod coalesce;
 mod cmd;
+mod coalesce;
 mod forward;
 pub mod groups;
 pub mod health;
@@ -25,6 +25,7 @@ pub mod meta_from_snapshot;
 mod methods;
 mod placements;
 pub mod raw_insert;
+mod raw_search;
 pub mod reload;
 pub mod route;
 pub mod rpc_metrics;
@@ -46,6 +47,7 @@ use tower::Layer;
 use self::admission::SearchAdmission;
 use self::health::Health;
 use self::raw_insert::{InsertPassthrough, RawInsert};
+use self::raw_search::RawSearch;
 use self::reload::{LogLevelSetter, Reconfigurer};
 use self::rpc_metrics::{RpcMetrics, RpcMetricsLayer};
 use self::service::ProxyService;
@@ -219,7 +221,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> anyhow::Result
         reconfigurer.clone(),
     )?);
     let front = Front {
-        raw_insert: RawInsert::live(live.clone(), config.backends.request_deadline()),
+        raw_insert: RawInsert::live(live.clone(), config.backends.request_deadline())
+            .with_search(RawSearch::new(new_service())),
         service,
         access,
         health,

@@ -20,6 +20,7 @@ use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 
 use super::groups::GroupedService;
 use super::methods::INSERT_PATH;
+use super::raw_search::{RawSearch, SEARCH_PATH};
 use super::rpc_metrics::ReplyCode;
 use crate::backend::live::LiveBackends;
 use crate::backend::Backend;
@@ -31,6 +32,8 @@ use crate::wire::VectorIds;
 pub struct RawInsert {
     writer: Writer,
     timeout: Option<Duration>,
+    /// Search answered as bytes too (single cluster: `raw_search`).
+    search: Option<RawSearch>,
 }
 
 /// The writable node: fixed, whichever the live configuration names, or
@@ -46,6 +49,7 @@ impl RawInsert {
         Self {
             writer: Writer::Fixed(writer),
             timeout,
+            search: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl RawInsert {
         Self {
             writer: Writer::Live(live),
             timeout,
+            search: None,
         }
     }
 
@@ -62,7 +67,14 @@ impl RawInsert {
         Self {
             writer: Writer::Grouped(service),
             timeout,
+            search: None,
         }
+    }
+
+    /// Also answers Search with its encoded reply (`raw_search`).
+    pub fn with_search(mut self, search: RawSearch) -> Self {
+        self.search = Some(search);
+        self
     }
 
     /// The node that takes `body` as it is, or the grouped service that routes it.
@@ -105,6 +117,23 @@ fn status_code(reply: &Bytes) -> i32 {
 
 struct InsertCall(Arc<RawInsert>);
 
+struct SearchCall(Arc<RawInsert>);
+
+impl tonic::server::UnaryService<Bytes> for SearchCall {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        let raw = self.0.clone();
+        Box::pin(async move {
+            match &raw.search {
+                Some(search) => search.answer(request.into_inner()).await,
+                None => Err(tonic::Status::internal("no raw search path")),
+            }
+        })
+    }
+}
+
 impl tonic::server::UnaryService<Bytes> for InsertCall {
     type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
@@ -115,8 +144,9 @@ impl tonic::server::UnaryService<Bytes> for InsertCall {
     }
 }
 
-/// Routes Insert to [`RawInsert`] and every other call to `inner` (the
-/// generated `MilvusServiceServer`).
+/// Routes Insert (and, when the [`RawInsert`] has a [`RawSearch`], Search)
+/// to the raw paths and every other call to `inner` (the generated
+/// `MilvusServiceServer`).
 #[derive(Clone)]
 pub struct InsertPassthrough<S> {
     inner: S,
@@ -150,10 +180,12 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != INSERT_PATH {
+        let path = req.uri().path();
+        let search = path == SEARCH_PATH && self.insert.search.is_some();
+        if path != INSERT_PATH && !search {
             return Box::pin(self.inner.call(req));
         }
-        let insert = self.insert.clone();
+        let raw = self.insert.clone();
         let max = self.max_message_size;
         Box::pin(async move {
             let mut accept = EnabledCompressionEncodings::default();
@@ -161,7 +193,11 @@ where
             let mut grpc = tonic::server::Grpc::new(RawCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())
                 .apply_max_message_size_config(Some(max), Some(max));
-            Ok(grpc.unary(InsertCall(insert), req).await)
+            Ok(if search {
+                grpc.unary(SearchCall(raw), req).await
+            } else {
+                grpc.unary(InsertCall(raw), req).await
+            })
         })
     }
 }

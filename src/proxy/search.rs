@@ -23,7 +23,7 @@ use super::methods::SEARCH_IN_FILES_PATH;
 use super::placements::{to_parts, PlannedParts};
 use super::route;
 use crate::backend::Backend;
-use crate::merge::{self, TopKHits};
+use crate::merge::{self, EncodedHits, TopKHits};
 use crate::status::{code_of_encoded_reply, MilvusError, MilvusResult};
 use crate::types::MetricType;
 use crate::validate;
@@ -33,9 +33,31 @@ use crate::wire::{
 };
 
 impl Cluster {
-    /// Search: plan, fan out, merge. Retries once on a fresh snapshot when a
-    /// node reports a file that no longer exists (a merge retired it).
+    /// Search: plan, fan out, merge (see [`Self::search_merged`]).
     pub async fn search(&self, p: SearchParam) -> MilvusResult<TopKQueryResult> {
+        match self.search_merged(p).await? {
+            Merged::Encoded(bytes) => TopKQueryResult::decode(bytes).map_err(|e| {
+                MilvusError::unexpected(format!("the merged search result did not decode: {e}"))
+            }),
+            Merged::Reply(reply) => Ok(reply),
+        }
+    }
+
+    /// Search with the reply as its encoded bytes, for the gRPC path that
+    /// sends them as they are (`raw_search`).
+    pub async fn search_encoded(&self, p: SearchParam) -> MilvusResult<Bytes> {
+        match self.search_merged(p).await? {
+            Merged::Encoded(bytes) => Ok(bytes),
+            Merged::Reply(mut reply) => {
+                reply.status.get_or_insert_with(Default::default);
+                Ok(reply.encode_to_vec().into())
+            }
+        }
+    }
+
+    /// Plan, fan out, merge. Retries once on a fresh snapshot when a node
+    /// reports a file that no longer exists (a merge retired it).
+    async fn search_merged(&self, p: SearchParam) -> MilvusResult<Merged> {
         let request_span = tracing::Span::current();
         request_span.record("collection", p.collection_name.as_str());
         request_span.record("nq", p.query_record_array.len());
@@ -48,7 +70,10 @@ impl Cluster {
         )?;
         let params = validate::extra_params(&p.extra_params)?;
         if self.backends.readonly.is_empty() {
-            return self.to_writer("Search", p, client_call!(search)).await;
+            return self
+                .to_writer("Search", p, client_call!(search))
+                .await
+                .map(Merged::Reply);
         }
         // The plan applies the tags; SearchInFiles ignores them, so the
         // request fanned out carries none.
@@ -71,12 +96,12 @@ impl Cluster {
             }) {
                 Ok(plan) => plan,
                 Err(e) if self.falls_back_to_writer(&e) => {
-                    return self.search_on_writer(p, tags).await;
+                    return self.search_on_writer(p, tags).await.map(Merged::Reply);
                 }
                 Err(e) => return Err(self.explain_unplaced(e)),
             };
             if plan.files == 0 {
-                return Ok(TopKHits::empty().into_wire());
+                return Ok(Merged::Reply(TopKHits::empty().into_wire()));
             }
             match self.fan_out(&plan, &p, metric).await {
                 Err(e) if attempt == 0 && is_stale_file_error(&e) => {
@@ -86,9 +111,9 @@ impl Cluster {
                 }
                 // Every node the parts could move to failed during the search.
                 Err(e) if self.falls_back_to_writer(&e) => {
-                    return self.search_on_writer(p, tags).await;
+                    return self.search_on_writer(p, tags).await.map(Merged::Reply);
                 }
-                other => return other.map(TopKHits::into_wire),
+                other => return other.map(Merged::Encoded),
             }
         }
     }
@@ -117,28 +142,38 @@ impl Cluster {
     }
 
     /// One `SearchInFiles` per node, in parallel, each part hedged or moved
-    /// on when its node is slow or unreachable (`hedge`).
+    /// on when its node is slow or unreachable (`hedge`); the nodes' encoded
+    /// answers merged straight into the encoded reply. A large merge runs on
+    /// a blocking thread, so small searches and refusals never wait behind it.
     /// `search` goes out as it is (callers have removed partition tags).
     async fn fan_out(
         &self,
         plan: &PlannedParts,
         search: &SearchParam,
         metric: MetricType,
-    ) -> MilvusResult<TopKHits> {
+    ) -> MilvusResult<Bytes> {
         self.metrics.observe_fanout(plan.parts.len(), plan.files);
         let encoded = EncodedSearch::new(search);
         let calls = plan
             .parts
             .iter()
             .map(|part| self.search_part(part, &encoded));
-        let mut parts: Vec<TopKHits> = Vec::with_capacity(plan.parts.len());
+        let mut parts: Vec<EncodedHits> = Vec::with_capacity(plan.parts.len());
         for result in join_all(calls).await {
             parts.extend(result?);
         }
+        let (topk, order) = (search.topk as usize, metric.order());
         let started = Instant::now();
         let merge_span = tracing::info_span!("merge", parts = parts.len(), topk = search.topk);
-        let merged =
-            merge_span.in_scope(|| merge::merge(parts, search.topk as usize, metric.order()));
+        let merged = if merge_is_large(parts.len(), encoded.nq, topk) {
+            tokio::task::spawn_blocking(move || {
+                merge_span.in_scope(|| merge::merge_encoded(&parts, topk, order))
+            })
+            .await
+            .map_err(|e| MilvusError::unexpected(format!("the merge task failed: {e}")))?
+        } else {
+            merge_span.in_scope(|| merge::merge_encoded(&parts, topk, order))
+        };
         self.metrics.observe_merge(started.elapsed().as_secs_f64());
         merged
     }
@@ -150,7 +185,7 @@ impl Cluster {
         node: &str,
         file_ids: &Bytes,
         search: &EncodedSearch,
-    ) -> Result<TopKHits, NodeFailure> {
+    ) -> Result<EncodedHits, NodeFailure> {
         match &self.coalescer {
             Some(coalescer) => {
                 let call = CallNode {
@@ -168,7 +203,12 @@ impl Cluster {
 
     /// One `SearchInFiles` (`body`, of `nq` queries) sent to `node`, its
     /// answer decoded and checked.
-    async fn call_node(&self, node: &str, body: Bytes, nq: usize) -> Result<TopKHits, NodeFailure> {
+    async fn call_node(
+        &self,
+        node: &str,
+        body: Bytes,
+        nq: usize,
+    ) -> Result<EncodedHits, NodeFailure> {
         let backend: &Arc<Backend> = self.backends.get(node).ok_or_else(|| {
             NodeFailure::Milvus(MilvusError::unexpected(format!("unknown backend {node}")))
         })?;
@@ -182,26 +222,25 @@ impl Cluster {
             )
             .await
             .map_err(|e| NodeFailure::Unreachable(e.to_milvus()))?;
-        let reply = TopKQueryResult::decode(reply).map_err(|e| {
+        let hits = EncodedHits::parse(reply).map_err(|e| {
             NodeFailure::Milvus(MilvusError::new(
                 ErrorCode::IllegalSearchResult,
-                format!("read-only node {node} sent an undecodable SearchInFiles reply: {e}"),
+                format!(
+                    "read-only node {node} sent an undecodable SearchInFiles reply: {}",
+                    e.reason
+                ),
             ))
         })?;
-        if let Some(s) = reply.status.as_ref().filter(|s| s.error_code != 0) {
-            let code = ErrorCode::try_from(s.error_code).unwrap_or(ErrorCode::UnexpectedError);
-            return Err(NodeFailure::Milvus(MilvusError::new(
-                code,
-                format!("{} (from read-only node {node})", s.reason),
-            )));
+        if let Some(mut e) = hits.error() {
+            e.reason = format!("{} (from read-only node {node})", e.reason);
+            return Err(NodeFailure::Milvus(e));
         }
-        let hits = TopKHits::from_wire(reply).map_err(NodeFailure::Milvus)?;
-        if hits.nq != 0 && hits.nq != nq {
+        if hits.nq() != 0 && hits.nq() != nq {
             return Err(NodeFailure::Milvus(MilvusError::new(
                 ErrorCode::IllegalSearchResult,
                 format!(
                     "read-only node {node} answered {} result rows for {nq} queries",
-                    hits.nq
+                    hits.nq()
                 ),
             )));
         }
@@ -257,9 +296,10 @@ impl Cluster {
         })
         .map_err(|e| self.explain_unplaced(e))?;
         s.partition_tag_array.clear();
-        self.fan_out(&plan, &s, metric)
-            .await
-            .map(TopKHits::into_wire)
+        let merged = self.fan_out(&plan, &s, metric).await?;
+        TopKQueryResult::decode(merged).map_err(|e| {
+            MilvusError::unexpected(format!("the merged search result did not decode: {e}"))
+        })
     }
 
     /// SearchByID: the vectors come from the writable node, the search is fanned out.
@@ -438,6 +478,20 @@ pub(super) fn stacked_request(
     }
     body.extend_from_slice(tail);
     body.freeze()
+}
+
+/// Whether a merge of `parts` answers of `nq` rows of `topk` is worth a
+/// blocking thread (about 200 us of merging and up: nq=100/topk=100 over a
+/// few nodes stays on the async worker).
+fn merge_is_large(parts: usize, nq: usize, topk: usize) -> bool {
+    parts.saturating_mul(nq).saturating_mul(topk) >= 100_000
+}
+
+/// A search's merged answer: encoded from the read-only nodes' answers, or
+/// the writable node's reply when the search went there whole.
+enum Merged {
+    Encoded(Bytes),
+    Reply(TopKQueryResult),
 }
 
 /// Why one node's part of a search failed.
