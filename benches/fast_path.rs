@@ -1,6 +1,10 @@
 //! Micro-benchmarks of the proxy's pure per-search work (criterion):
 //!
-//! * `merge`: nq=1000, topk=100 over 8 partial lists (what 8 nodes answer);
+//! * `merge`: nq=1000, topk=100 over 8 partial lists (what 8 nodes answer),
+//!   on decoded vectors (`merge`) and straight from the nodes' encoded
+//!   replies into the encoded reply (`merge_encoded`, what the search path
+//!   runs), each including what its path does around it: decoding and
+//!   encoding the wire messages, or parsing the encoded replies;
 //! * `route_plan`: placing 10 000 files on 8 nodes, from scratch (`route::plan`,
 //!   every file hashed onto the ring) and from the per-snapshot placement the
 //!   search path reuses (`ring::Placement`), with every node up and one down;
@@ -13,13 +17,15 @@
 
 use std::hint::black_box;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use mishards::merge::{merge, TopKHits};
+use mishards::merge::{merge, merge_encoded, EncodedHits, TopKHits};
 use mishards::meta::{CollectionRow, FileRow};
 use mishards::proxy::route;
 use mishards::ring::{Placement, Ring};
 use mishards::topology::Snapshot;
 use mishards::types::Order;
+use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -52,6 +58,36 @@ fn merge_8_lists(c: &mut Criterion) {
             |parts| black_box(merge(parts, 100, Order::Ascending).unwrap()),
             BatchSize::LargeInput,
         )
+    });
+}
+
+/// The merge as each path runs it, from the nodes' reply bytes to the reply's bytes.
+fn merge_paths_8_lists(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(7);
+    let replies: Vec<Bytes> = (0..8)
+        .map(|p| Bytes::from(partial(&mut rng, p, 1000, 100).into_wire().encode_to_vec()))
+        .collect();
+    c.bench_function("merge/decoded_nq1000_topk100_8_lists", |b| {
+        b.iter(|| {
+            let parts: Vec<TopKHits> = replies
+                .iter()
+                .map(|r| {
+                    let wire = mishards::wire::TopKQueryResult::decode(r.clone()).unwrap();
+                    TopKHits::from_wire(wire).unwrap()
+                })
+                .collect();
+            let merged = merge(parts, 100, Order::Ascending).unwrap();
+            black_box(merged.into_wire().encode_to_vec())
+        })
+    });
+    c.bench_function("merge/encoded_nq1000_topk100_8_lists", |b| {
+        b.iter(|| {
+            let parts: Vec<EncodedHits> = replies
+                .iter()
+                .map(|r| EncodedHits::parse(r.clone()).unwrap())
+                .collect();
+            black_box(merge_encoded(&parts, 100, Order::Ascending).unwrap())
+        })
     });
 }
 
@@ -138,6 +174,6 @@ fn snapshot_build_10k_files(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30);
-    targets = merge_8_lists, route_plan_10k_files, snapshot_build_10k_files
+    targets = merge_8_lists, merge_paths_8_lists, route_plan_10k_files, snapshot_build_10k_files
 }
 criterion_main!(benches);
