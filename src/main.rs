@@ -96,6 +96,15 @@ enum Command {
     /// Measure search and insert costs through the proxy vs straight to a
     /// node, on an embedded cluster or any Milvus 1.x address (see BENCHMARKS.md).
     Bench(#[command(flatten)] bench::BenchArgs),
+    /// The bench's floor forwarder (started by `mishards bench`; see src/bench/floor.rs).
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The file ids per node: a proxy's `route <collection>` answer, as JSON.
+        #[arg(long)]
+        plan: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -252,6 +261,7 @@ async fn main() -> ExitCode {
             let (_telemetry, _) = init_logging("warn", LogFormat::Text);
             bench::run(args).await
         }
+        Command::BenchFloor { listen, plan } => bench::run_floor(listen, &plan).await,
         Command::Demo {
             dir,
             data_dir,
@@ -303,6 +313,8 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         log_level: Some(log_level),
     };
     let running = proxy::start_with(config, options).await?;
+    // The metrics line first: `mishards bench` reads both and stops at the listening line.
+    eprintln!("mishards proxy metrics on http://{}", running.metrics_addr);
     eprintln!("mishards proxy listening on {}", running.addr);
     let reload_on_hangup = tokio::spawn(reload_on_hangups(running.reconfigurer.clone()));
     shutdown_signal().await;

@@ -154,6 +154,9 @@ impl Drop for MetaDb {
 /// killed on drop.
 pub struct ChildProcess {
     pub addr: SocketAddr,
+    /// Where a proxy serves its metrics, if it printed "metrics on http://ADDR"
+    /// before its listening line.
+    pub metrics: Option<SocketAddr>,
     child: Child,
 }
 
@@ -177,10 +180,13 @@ impl ChildProcess {
         let lines = tail.clone();
         std::thread::spawn(move || {
             // Reads to the end so the child never blocks on a full pipe.
+            let mut metrics = None;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = listening_address(&line) {
-                    let _ = found.send(addr);
+                if let Some(addr) = metrics_address(&line) {
+                    metrics = Some(addr);
+                } else if let Some(addr) = listening_address(&line) {
+                    let _ = found.send((addr, metrics));
                 }
                 if let Ok(mut lines) = lines.lock() {
                     if lines.len() == TAIL_LINES {
@@ -193,7 +199,11 @@ impl ChildProcess {
         let waited =
             tokio::task::spawn_blocking(move || address.recv_timeout(START_TIMEOUT)).await?;
         match waited {
-            Ok(addr) => Ok(ChildProcess { addr, child }),
+            Ok((addr, metrics)) => Ok(ChildProcess {
+                addr,
+                metrics,
+                child,
+            }),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -224,6 +234,12 @@ impl Drop for ChildProcess {
 /// The address in a "mishards node listening on 127.0.0.1:1234" line.
 fn listening_address(line: &str) -> Option<SocketAddr> {
     let (_, rest) = line.rsplit_once("listening on ")?;
+    rest.trim().parse().ok()
+}
+
+/// The address in a "mishards proxy metrics on http://127.0.0.1:9090" line.
+fn metrics_address(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.rsplit_once("metrics on http://")?;
     rest.trim().parse().ok()
 }
 
@@ -376,6 +392,16 @@ impl RealCluster {
 
     /// A new proxy process the caller owns (for a peak-memory reading of its own).
     pub async fn fresh_proxy(&self, ro: usize, name: &str) -> anyhow::Result<ChildProcess> {
+        self.fresh_proxy_with(ro, name, "").await
+    }
+
+    /// [`Self::fresh_proxy`] with `extra_toml` appended to its configuration.
+    pub async fn fresh_proxy_with(
+        &self,
+        ro: usize,
+        name: &str,
+        extra_toml: &str,
+    ) -> anyhow::Result<ChildProcess> {
         let ro = ro.clamp(1, self.readonly.len().max(1));
         let addrs: Vec<SocketAddr> = self.readonly[..ro].iter().map(|n| n.addr).collect();
         start_proxy(
@@ -384,7 +410,7 @@ impl RealCluster {
             self.meta.uri(),
             self.writable.addr,
             &addrs,
-            "",
+            extra_toml,
         )
         .await
     }
@@ -398,9 +424,10 @@ pub struct StubCluster {
     pub stubs: Vec<StubNode>,
     pub writable: ChildProcess,
     pub store: MetaStore,
-    // Kept for their drop (database, then directory), after the children.
+    // Kept for their drop (database, then directory), after the children;
+    // the directory also holds the floor's plans.
     _meta: MetaDb,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl StubCluster {
@@ -440,8 +467,29 @@ impl StubCluster {
             writable,
             store,
             _meta: meta,
-            _dir: dir,
+            dir,
         })
+    }
+
+    /// Starts the floor forwarder ([`super::floor`]) in front of the stubs,
+    /// sending each the files of the proxy's `route` answer `route`.
+    pub async fn floor(
+        &self,
+        name: &str,
+        route: &serde_json::Value,
+    ) -> anyhow::Result<ChildProcess> {
+        let path = self.dir.path.join(format!("{name}.json"));
+        std::fs::write(&path, route.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        ChildProcess::spawn(
+            name,
+            vec![
+                "bench-floor".into(),
+                "--plan".into(),
+                path.display().to_string(),
+            ],
+        )
+        .await
     }
 }
 
@@ -460,6 +508,14 @@ mod tests {
             "[::1]:80".parse().ok()
         );
         assert_eq!(listening_address("some log line"), None);
+        assert_eq!(
+            metrics_address("mishards proxy metrics on http://127.0.0.1:9090"),
+            "127.0.0.1:9090".parse().ok()
+        );
+        assert_eq!(
+            metrics_address("mishards proxy listening on 127.0.0.1:1"),
+            None
+        );
     }
 
     #[test]

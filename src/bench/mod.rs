@@ -10,6 +10,7 @@
 //! `report` prints the tables.
 
 mod cluster;
+mod floor;
 mod groups;
 mod http;
 mod juicefs;
@@ -26,6 +27,7 @@ use clap::ValueEnum;
 
 use load::Shape;
 
+pub use floor::run as run_floor;
 pub use report::{Report, ScenarioReport};
 
 /// Options of `mishards bench`.
@@ -149,6 +151,9 @@ pub enum Scenario {
     /// nq=1/topk=10 search latency and proxy CPU through the HTTP API
     /// (REST) vs gRPC, same proxy and cluster (only when asked for).
     Http,
+    /// nq=1 searches through proxies with `[coalesce]` off and on: node
+    /// calls per search, QPS at 32 clients, added p50 (only when asked for).
+    Coalesce,
 }
 
 impl Scenario {
@@ -172,6 +177,7 @@ impl Scenario {
             Scenario::CostGrowth => "cost-growth",
             Scenario::Groups => "groups",
             Scenario::Http => "http",
+            Scenario::Coalesce => "coalesce",
         }
     }
 
@@ -185,6 +191,7 @@ impl Scenario {
                 | Scenario::CostGrowth
                 | Scenario::Groups
                 | Scenario::Http
+                | Scenario::Coalesce
         )
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{note_errors, Bench, ONE_BY_TEN, STUBS};
+use super::{note_errors, ratio, Bench, ONE_BY_TEN, STUBS};
 use crate::bench::load::{self, SearchPath, Shape};
 use crate::bench::progress;
 use crate::bench::report::{num, ScenarioReport};
@@ -23,13 +23,18 @@ impl Bench<'_> {
                 "qps",
                 "p50_ms",
                 "proxy_cpu_us_per_search",
+                "floor_p50_ms",
+                "floor_cpu_us_per_search",
+                "proxy_over_floor",
                 "errors",
             ],
         );
         table.setup = format!(
             "The proxy in front of {STUBS} stub nodes, {clients} clients, {} per step. First nq x \
              topk over the smallest collection, then nq=1, topk=10 as file rows are added to the \
-             metadata (the proxy's periodic metadata refresh is part of its CPU time).",
+             metadata (the proxy's periodic metadata refresh is part of its CPU time). `floor` = \
+             the same load through the minimal forwarder of proxy-only (restarted with each file \
+             count, sending each stub the files the proxy routes to it).",
             humantime::format_duration(self.sizes.duration),
         );
         let counts = self.sizes.file_counts.clone();
@@ -38,6 +43,8 @@ impl Bench<'_> {
             progress(format!("cost-growth: {files} files"));
             self.grow_files(&name, have, files).await?;
             have = files;
+            let floor = self.floor(&name).await?;
+            let floor_addr = floor.addr.to_string();
             let shapes: Vec<Shape> = if i == 0 {
                 let topks = self.sizes.growth_topk.clone();
                 self.sizes
@@ -56,8 +63,18 @@ impl Bench<'_> {
                 let path = SearchPath::search("proxy", &proxy, &name, shape, self.sizes.dim, 19);
                 let mut step = load::run_step(&[path], clients, self.limits(), Some(pid)).await?;
                 let cpu = step.cpu_us_per_request(&[0]);
+                let path =
+                    SearchPath::search("floor", &floor_addr, &name, shape, self.sizes.dim, 19);
+                let mut on_floor =
+                    load::run_step(&[path], clients, self.limits(), Some(floor.pid())).await?;
+                let floor_cpu = on_floor.cpu_us_per_request(&[0]);
                 let what = format!("{files} files, nq={} topk={}", shape.nq, shape.topk);
-                let errors = note_errors(&mut table, &what, &step.latencies);
+                let errors = note_errors(&mut table, &what, &step.latencies)
+                    + note_errors(
+                        &mut table,
+                        &format!("{what} on the floor"),
+                        &on_floor.latencies,
+                    );
                 table.row(vec![
                     json!(files),
                     json!(shape.nq),
@@ -66,6 +83,9 @@ impl Bench<'_> {
                     num(Some(step.qps(0))),
                     num(step.latencies[0].median_ms()),
                     num(cpu),
+                    num(on_floor.latencies[0].median_ms()),
+                    num(floor_cpu),
+                    num(ratio(cpu, floor_cpu)),
                     json!(errors),
                 ]);
             }

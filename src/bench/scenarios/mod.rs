@@ -4,6 +4,7 @@
 //! collections and the insert/flush/wait helpers. Every collection a run
 //! makes has a unique name and, in target mode, is dropped at the end.
 
+mod coalesce;
 mod cost_growth;
 mod first_query;
 mod insert;
@@ -18,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use super::cluster::{RealCluster, StubCluster};
+use super::cluster::{ChildProcess, RealCluster, StubCluster};
 use super::juicefs::JuiceFs;
 use super::load::{self, check, connect, random_rows, Client, Limits, Shape};
 use super::report::{Report, ScenarioReport};
@@ -213,6 +214,7 @@ impl Bench<'_> {
                 Scenario::CostGrowth => self.cost_growth().await,
                 Scenario::Groups => super::groups::run(self.args).await,
                 Scenario::Http => super::http::run(self.args).await,
+                Scenario::Coalesce => self.coalesce(ro).await,
             }
             .with_context(|| format!("scenario {}", s.name()))?;
             report.scenarios.push(table);
@@ -434,6 +436,15 @@ impl Bench<'_> {
             .context("adding file rows")?;
         let mut proxy = connect(&cluster.proxy.addr.to_string())?;
         wait_for_route(&mut proxy, name, target).await
+    }
+
+    /// The floor forwarder ([`super::floor`]) in front of the stubs, sending
+    /// each the files of `name` the proxy routes to it.
+    async fn floor(&mut self, name: &str) -> anyhow::Result<ChildProcess> {
+        let cluster = self.stubs().await?;
+        let mut proxy = connect(&cluster.proxy.addr.to_string())?;
+        let route = route(&mut proxy, name).await?;
+        cluster.floor(&format!("floor-{name}"), &route).await
     }
 
     /// File ids of `name` as the proxy routes them.

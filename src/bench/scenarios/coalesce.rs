@@ -1,0 +1,173 @@
+//! The coalesce scenario: nq=1 searches through two proxies in front of the
+//! same real read-only nodes, `[coalesce]` off and on: node calls per
+//! search (from each proxy's own `mishards_backend_requests_total`), QPS at
+//! 32 clients, and the p50 each adds at 1 client.
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{diff, note_errors, ratio, Bench, Totals, ONE_BY_TEN};
+use crate::bench::cluster::ChildProcess;
+use crate::bench::load::{self, Limits, SearchPath};
+use crate::bench::progress;
+use crate::bench::report::{num, ScenarioReport};
+
+/// Concurrent clients of the throughput steps (the issue's 32).
+const CLIENTS: usize = 32;
+/// Each proxy's load runs in this many slices, in rotating order.
+const SLICES: usize = 2;
+const COALESCE_ON: &str = "[coalesce]\nenabled = true\n";
+
+impl Bench<'_> {
+    pub(super) async fn coalesce(&mut self, ro: usize) -> anyhow::Result<ScenarioReport> {
+        let cluster = self.real(ro).await?;
+        let direct = cluster.writable.addr.to_string();
+        let ro = cluster.readonly.len();
+        let off = cluster
+            .fresh_proxy_with(ro, "proxy-coalesce-off", "")
+            .await?;
+        let on = cluster
+            .fresh_proxy_with(ro, "proxy-coalesce-on", COALESCE_ON)
+            .await?;
+        let name = self.search_data(&off.addr.to_string()).await?;
+        let dim = self.sizes.dim;
+        let mut table = ScenarioReport::new(
+            "coalesce",
+            "Query coalescing off and on: node calls per search, QPS, added latency",
+            &[
+                "coalesce",
+                "clients",
+                "searches",
+                "qps",
+                "p50_ms",
+                "node_calls_per_search",
+                "proxy_cpu_us_per_search",
+                "direct_p50_ms_1_client",
+                "proxy_p50_ms_1_client",
+                "added_p50_ms_1_client",
+                "errors",
+            ],
+        );
+        let slice = self.sizes.duration / SLICES as u32;
+        table.setup = format!(
+            "nq=1, topk=10 over the latency scenario's {} rows in {} files, through two proxies \
+             in front of the same {ro} read-only nodes of ours: `[coalesce]` off and on. Node \
+             calls per search = the proxy's `SearchInFiles` calls to its nodes \
+             (`mishards_backend_requests_total`) / searches answered. {CLIENTS} clients, each \
+             proxy {SLICES} slices of {} in rotating order. At 1 client each path alternates \
+             with `Search` straight to the writable node (`direct`, which scans every file \
+             itself).",
+            self.sizes.rows,
+            self.sizes.files,
+            humantime::format_duration(slice),
+        );
+        let paths = [
+            SearchPath::search("direct", &direct, &name, ONE_BY_TEN, dim, 23),
+            SearchPath::search("off", &off.addr.to_string(), &name, ONE_BY_TEN, dim, 23),
+            SearchPath::search("on", &on.addr.to_string(), &name, ONE_BY_TEN, dim, 23),
+        ];
+        progress("coalesce: 1 client, direct / off / on alternating");
+        let mut one = load::run_step(&paths, 1, self.limits(), None).await?;
+        let direct_p50 = one.latencies[0].median_ms();
+        let single_errors = note_errors(&mut table, "1 client", &one.latencies);
+        let proxies = [("off", &off), ("on", &on)];
+        let mut totals: Vec<Totals> = proxies.iter().map(|_| Totals::default()).collect();
+        let mut calls = [0.0f64; 2];
+        let limits = Limits {
+            duration: slice,
+            max_requests: self.sizes.max_requests,
+        };
+        for s in 0..SLICES {
+            for k in 0..proxies.len() {
+                let i = (s + k) % proxies.len();
+                let (label, proxy) = proxies[i];
+                progress(format!(
+                    "coalesce {label}: {CLIENTS} clients, slice {}/{SLICES}",
+                    s + 1
+                ));
+                let before = node_calls(proxy).await?;
+                let step = load::run_step(
+                    std::slice::from_ref(&paths[i + 1]),
+                    CLIENTS,
+                    limits,
+                    Some(proxy.pid()),
+                )
+                .await?;
+                calls[i] += node_calls(proxy).await? - before;
+                totals[i].add(step);
+            }
+        }
+        for (i, mut t) in totals.into_iter().enumerate() {
+            let (label, _) = proxies[i];
+            let errors = note_errors(
+                &mut table,
+                &format!("coalesce {label}, {CLIENTS} clients"),
+                std::slice::from_ref(&t.latencies),
+            );
+            let proxy_p50 = one.latencies[i + 1].median_ms();
+            let searches = t.latencies.count();
+            table.row(vec![
+                json!(label),
+                json!(CLIENTS),
+                json!(searches),
+                num(t.qps()),
+                num(t.latencies.median_ms()),
+                num(ratio(Some(calls[i]), Some(searches as f64))),
+                num(t.cpu_us_per_search()),
+                num(direct_p50),
+                num(proxy_p50),
+                num(diff(proxy_p50, direct_p50)),
+                json!(errors + if i == 0 { single_errors } else { 0 }),
+            ]);
+        }
+        Ok(table)
+    }
+}
+
+/// The `SearchInFiles` calls `proxy` has made to its nodes, from its metrics.
+async fn node_calls(proxy: &ChildProcess) -> anyhow::Result<f64> {
+    let addr = proxy
+        .metrics
+        .context("the proxy did not print its metrics address")?;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to the proxy's metrics at {addr}"))?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: mishards\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .await
+        .context("reading the proxy's metrics")?;
+    Ok(search_in_files_calls(&text))
+}
+
+/// The sum of `mishards_backend_requests_total` over `SearchInFiles` series.
+fn search_in_files_calls(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("mishards_backend_requests_total{")
+                && l.contains("method=\"SearchInFiles\"")
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_calls_sum_every_search_in_files_series() {
+        let text = "# HELP mishards_backend_requests_total x\n\
+            mishards_backend_requests_total{group=\"\",backend=\"a:1\",method=\"SearchInFiles\",outcome=\"ok\"} 10\n\
+            mishards_backend_requests_total{group=\"\",backend=\"b:2\",method=\"SearchInFiles\",outcome=\"error\"} 2\n\
+            mishards_backend_requests_total{group=\"\",backend=\"a:1\",method=\"Insert\",outcome=\"ok\"} 5\n\
+            mishards_requests_total{method=\"SearchInFiles\"} 99\n";
+        assert_eq!(search_in_files_calls(text), 12.0);
+        assert_eq!(search_in_files_calls(""), 0.0);
+    }
+}
