@@ -111,6 +111,9 @@ fn quick_bench_reports_every_scenario_with_sane_values() {
         ordered(r, "stub_p50_ms", "stub_p99_ms");
         ordered(r, "proxy_p50_ms", "proxy_p99_ms");
         number(r, "proxy_cpu_us_per_search");
+        // The floor forwarder ran side by side in front of the same stubs.
+        positive(r, "floor_qps");
+        number(r, "floor_cpu_us_per_search");
     }
 
     let growth = rows(&report, "cost-growth");
@@ -124,6 +127,7 @@ fn quick_bench_reports_every_scenario_with_sane_values() {
     for r in growth {
         positive(r, "qps");
         number(r, "proxy_cpu_us_per_search");
+        number(r, "floor_cpu_us_per_search");
     }
 }
 
