@@ -217,25 +217,66 @@ pub fn merge(parts: Vec<TopKHits>, topk: usize, order: Order) -> Result<TopKHits
 /// distances keep their exact relative order. Comparing these integers
 /// instead of floats with NaN checks is most of the merge's speed (see
 /// `benches/fast_path.rs`); the bit trick is the usual sortable-float map.
+#[inline(always)]
 fn rank_key(order: Order, distance: f32) -> u32 {
-    let key = match order {
-        Order::Ascending => distance,
-        Order::Descending => -distance,
-    };
-    if key.is_nan() {
-        return u32::MAX;
+    match order {
+        Order::Ascending => ascending_key(distance),
+        Order::Descending => ascending_key(-distance),
     }
+}
+
+/// [`rank_key`] of an ascending distance, written without branches (selects
+/// only) so that loops over whole rows vectorise. Every key is at least
+/// `0x007f_ffff` (-inf), so 0 ranks before every hit.
+#[inline(always)]
+fn ascending_key(key: f32) -> u32 {
     let bits = if key == 0.0 { 0 } else { key.to_bits() };
-    if bits & 0x8000_0000 != 0 {
-        !bits
+    // Negative: all bits flipped; positive: the sign bit set.
+    let flip = (((bits as i32) >> 31) as u32) | 0x8000_0000;
+    if key.is_nan() {
+        u32::MAX
     } else {
-        bits | 0x8000_0000
+        bits ^ flip
     }
+}
+
+/// True when the rank keys of `distances` strictly increase: the hits are
+/// then sorted by their whole rank whatever their ids.
+///
+/// The floats are compared as floats, pair by pair, the answers and-ed
+/// without an early exit, so the loop vectorises (rows are nearly always
+/// sorted). It can only say false too often, never true wrongly: a strict
+/// float `<` (or `>`) implies strictly increasing keys, and is false for
+/// every pair with a NaN or of -0.0 and 0.0, rows that the caller then
+/// checks hit by hit.
+fn strictly_ranked(order: Order, distances: &[f32]) -> bool {
+    let next = distances.get(1..).unwrap_or_default();
+    let pairs = distances.iter().zip(next);
+    match order {
+        Order::Ascending => pairs.fold(true, |ok, (a, b)| ok & (a < b)),
+        Order::Descending => pairs.fold(true, |ok, (a, b)| ok & (a > b)),
+    }
+}
+
+/// [`strictly_ranked`] over distances encoded as little-endian `f32`s (a
+/// reply's packed field, at any offset), copied into `scratch` first: one
+/// copy, where reading them in place does not vectorise.
+fn strictly_ranked_le(order: Order, distances: &[u8], scratch: &mut Vec<f32>) -> bool {
+    let n = distances.len() / 4;
+    scratch.clear();
+    scratch.resize(n, 0.0);
+    bytemuck::cast_slice_mut::<f32, u8>(scratch).copy_from_slice(&distances[..4 * n]);
+    // A no-op on little-endian machines.
+    for d in scratch.iter_mut() {
+        *d = f32::from_bits(u32::from_le(d.to_bits()));
+    }
+    strictly_ranked(order, scratch)
 }
 
 /// A hit's whole rank as one integer: the rank key, then the id (signed
 /// order), so comparing two hits is one integer comparison. Bits 96.. stay
 /// zero, so [`EXHAUSTED`] ranks after every hit.
+#[inline(always)]
 fn packed_rank(key: u32, id: i64) -> u128 {
     (u128::from(key) << 64) | u128::from((id as u64) ^ (1 << 63))
 }
@@ -243,45 +284,42 @@ fn packed_rank(key: u32, id: i64) -> u128 {
 /// The head of a run with no hits left.
 const EXHAUSTED: u128 = u128::MAX;
 
-/// Where the sorted real hits of one part's row live.
+/// Where one part's row is read from in a merge.
 #[derive(Clone, Copy)]
 enum RunSource {
-    /// The part's own arrays, from `start`: the row was already clean.
+    /// The part's own arrays from `start`: the row was already clean.
     Part { start: usize },
-    /// `RowMerger::scratch[start..]`: the row had to be sorted.
-    Scratch { start: usize },
-}
-
-/// One part's row, sorted best first, and how far the merge has read it.
-#[derive(Clone, Copy)]
-struct Run {
-    source: RunSource,
-    len: usize,
-    next: usize,
+    /// `RowMerger::sorted_*[start..]`: the row had to be sorted.
+    Sorted { start: usize },
 }
 
 /// Buffers reused across the rows of one merge.
 ///
-/// The best head is picked by a linear scan of packed ranks rather than
-/// with a binary heap: the parts are one per read-only node (a handful to a
-/// few dozen), where a scan of plain integers is about twice as fast as a
-/// heap's pops and pushes (`benches/fast_path.rs`, merge).
+/// The best head of a row's runs is kept by a [`Tournament`].
 struct RowMerger {
     order: Order,
-    runs: Vec<Run>,
-    /// `packed_rank` of each run's next hit, or `EXHAUSTED`.
-    heads: Vec<u128>,
-    /// Sorted (id, distance) copies of rows that were not clean.
-    scratch: Vec<(i64, f32)>,
+    /// Where each part's row of real hits is, and how many it holds.
+    sources: Vec<(RunSource, usize)>,
+    /// The runs' heads.
+    tournament: Tournament,
+    /// How far each run has been read.
+    next: Vec<usize>,
+    /// Sorted copies of the rows that were not clean.
+    sorted_ids: Vec<i64>,
+    sorted_distances: Vec<f32>,
+    sort_buffer: Vec<(i64, f32)>,
 }
 
 impl RowMerger {
     fn new(order: Order, parts: usize) -> Self {
         Self {
             order,
-            runs: Vec::with_capacity(parts),
-            heads: Vec::with_capacity(parts),
-            scratch: Vec::new(),
+            sources: Vec::with_capacity(parts),
+            tournament: Tournament::default(),
+            next: Vec::with_capacity(parts),
+            sorted_ids: Vec::new(),
+            sorted_distances: Vec::new(),
+            sort_buffer: Vec::new(),
         }
     }
 
@@ -294,94 +332,208 @@ impl RowMerger {
         ids: &mut Vec<i64>,
         distances: &mut Vec<f32>,
     ) {
-        self.runs.clear();
-        self.scratch.clear();
-        self.heads.clear();
+        self.sources.clear();
+        self.sorted_ids.clear();
+        self.sorted_distances.clear();
         for part in parts {
             let start = q * part.stride;
             let (row_ids, row_distances) = part.row(q);
-            let run = match clean_prefix(self.order, row_ids, row_distances) {
-                Some(len) => Run {
-                    source: RunSource::Part { start },
-                    len,
-                    next: 0,
-                },
-                None => self.sort_into_scratch(row_ids, row_distances),
+            let source = match clean_prefix(self.order, row_ids, row_distances) {
+                Some(len) => (RunSource::Part { start }, len),
+                None => {
+                    let start = self.sorted_ids.len();
+                    self.sort_buffer.clear();
+                    sort_real_hits(self.order, row_ids, row_distances, &mut self.sort_buffer);
+                    self.sorted_ids
+                        .extend(self.sort_buffer.iter().map(|&(id, _)| id));
+                    self.sorted_distances
+                        .extend(self.sort_buffer.iter().map(|&(_, d)| d));
+                    (RunSource::Sorted { start }, self.sort_buffer.len())
+                }
             };
-            self.runs.push(run);
+            self.sources.push(source);
         }
-        for run in 0..self.runs.len() {
-            let head = self.head_rank(parts, run);
-            self.heads.push(head);
-        }
+        let runs = self
+            .sources
+            .iter()
+            .zip(parts)
+            .map(|(&(source, len), part)| {
+                let (ids, distances, start) = match source {
+                    RunSource::Part { start } => (&part.ids, &part.distances, start),
+                    RunSource::Sorted { start } => {
+                        (&self.sorted_ids, &self.sorted_distances, start)
+                    }
+                };
+                let end = start + len;
+                (
+                    ids.get(start..end).unwrap_or_default(),
+                    distances.get(start..end).unwrap_or_default(),
+                )
+            });
+        let runs: RunList<'_> = runs.collect();
+        let taken = merge_runs(
+            self.order,
+            &runs,
+            stride,
+            &mut self.tournament,
+            &mut self.next,
+            ids,
+            distances,
+        );
+        ids.extend(std::iter::repeat_n(PADDING_ID, stride - taken));
+        distances.extend(std::iter::repeat_n(self.order.worst(), stride - taken));
+    }
+}
 
-        let row_end = ids.len() + stride;
-        while ids.len() < row_end {
-            // `min_by_key` keeps the first of equal ranks: the lower part wins a full tie.
-            let Some((best, &rank)) = self.heads.iter().enumerate().min_by_key(|(_, r)| **r) else {
-                break;
-            };
-            if rank == EXHAUSTED {
-                break;
-            }
-            let Some((id, distance)) = self.entry(parts, best) else {
-                break;
-            };
+/// The runs of one row: each the (ids, distances) of real hits, best first.
+/// Inline up to 16 parts (one per read-only node), so a row allocates nothing.
+type RunList<'a> = smallvec::SmallVec<[(&'a [i64], &'a [f32]); 16]>;
+
+/// Appends the best `stride` hits of `runs` (each sorted best first) to `ids`
+/// and `distances`, best first, the lower run winning a full tie; returns
+/// how many it took (fewer when the runs hold fewer).
+fn merge_runs(
+    order: Order,
+    runs: &[(&[i64], &[f32])],
+    stride: usize,
+    tournament: &mut Tournament,
+    next: &mut Vec<usize>,
+    ids: &mut Vec<i64>,
+    distances: &mut Vec<f32>,
+) -> usize {
+    let head = |run: &(&[i64], &[f32]), at: usize| match (run.0.get(at), run.1.get(at)) {
+        (Some(&id), Some(&distance)) => packed_rank(rank_key(order, distance), id),
+        _ => EXHAUSTED,
+    };
+    if let [(run_ids, run_distances)] = runs {
+        let n = stride.min(run_ids.len()).min(run_distances.len());
+        ids.extend_from_slice(&run_ids[..n]);
+        distances.extend_from_slice(&run_distances[..n]);
+        return n;
+    }
+    tournament.reset(runs.iter().map(|run| head(run, 0)));
+    next.clear();
+    next.resize(runs.len(), 0);
+    let mut taken = 0;
+    while taken < stride {
+        let Some(best) = tournament.winner() else {
+            break;
+        };
+        let (Some(run), Some(at)) = (runs.get(best), next.get_mut(best)) else {
+            break;
+        };
+        if let (Some(&id), Some(&distance)) = (run.0.get(*at), run.1.get(*at)) {
             ids.push(id);
             distances.push(distance);
-            self.runs[best].next += 1;
-            self.heads[best] = self.head_rank(parts, best);
         }
-        let worst = self.order.worst();
-        ids.resize(row_end, PADDING_ID);
-        distances.resize(row_end, worst);
+        *at += 1;
+        tournament.replace_winner(head(run, *at));
+        taken += 1;
+    }
+    taken
+}
+
+/// A tournament (loser) tree over the heads of k sorted runs: the best head
+/// is known at once, and replacing it replays only its path to the root,
+/// one comparison per level (log2 k), where a scan of every head costs k
+/// (`benches/fast_path.rs`, merge: 8 nodes' lists). Written by hand because
+/// it is this short, and the heap of `std` costs a pop and a push per hit.
+///
+/// Heads are packed ranks (smaller is better, [`EXHAUSTED`] for a run with
+/// nothing left); a full tie goes to the lower run, as everywhere in the merge.
+#[derive(Default)]
+struct Tournament {
+    /// `matches[n]`, for the match at node `n` (1 is the root, the children of
+    /// `n` are `2n` and `2n + 1`, node `leaves + i` is run `i`), is the
+    /// [`entry`](Tournament::entry) that lost it; `matches[0]` is the overall
+    /// winner.
+    matches: Vec<u128>,
+    /// The winner of each node while the tree is built.
+    winners: Vec<u128>,
+    /// The runs, rounded up to a power of two with exhausted ones.
+    leaves: usize,
+}
+
+/// The bits of a tournament entry that hold its run.
+const RUN_BITS: u32 = 31;
+const RUN_MASK: u128 = (1 << RUN_BITS) - 1;
+/// Entries from here up are exhausted runs: a packed rank is below 2^96.
+const EXHAUSTED_ENTRY: u128 = 1 << (96 + RUN_BITS);
+
+impl Tournament {
+    /// A run's head and the run in one integer that compares as (head, run):
+    /// one comparison ranks two heads and gives a full tie to the lower run.
+    /// A packed rank takes 96 bits, the run the 31 below them, and every
+    /// exhausted head (`EXHAUSTED`) becomes one value above every hit.
+    #[inline(always)]
+    fn entry(head: u128, run: usize) -> u128 {
+        (head.min(1 << 96) << RUN_BITS) | (run as u128 & RUN_MASK)
     }
 
-    /// Copies the real hits of a row into the scratch buffer, sorted best first.
-    fn sort_into_scratch(&mut self, ids: &[i64], distances: &[f32]) -> Run {
-        let start = self.scratch.len();
-        sort_real_hits(self.order, ids, distances, &mut self.scratch);
-        Run {
-            source: RunSource::Scratch { start },
-            len: self.scratch.len() - start,
-            next: 0,
+    fn reset(&mut self, heads: impl ExactSizeIterator<Item = u128>) {
+        self.leaves = heads.len().next_power_of_two();
+        self.winners.clear();
+        self.winners.resize(self.leaves, EXHAUSTED_ENTRY);
+        self.winners
+            .extend(heads.enumerate().map(|(run, head)| Self::entry(head, run)));
+        let runs = self.winners.len() - self.leaves;
+        self.winners
+            .extend((runs..self.leaves).map(|run| Self::entry(EXHAUSTED, run)));
+        self.matches.clear();
+        self.matches.resize(self.leaves, EXHAUSTED_ENTRY);
+        for node in (1..self.leaves).rev() {
+            let (a, b) = (self.winners[2 * node], self.winners[2 * node + 1]);
+            self.winners[node] = a.min(b);
+            self.matches[node] = a.max(b);
+        }
+        self.matches[0] = self.winners[if self.leaves > 1 { 1 } else { self.leaves }];
+    }
+
+    /// The run with the best head, `None` when every run is exhausted.
+    #[inline(always)]
+    fn winner(&self) -> Option<usize> {
+        match self.matches.first() {
+            Some(&entry) if entry < EXHAUSTED_ENTRY => Some((entry & RUN_MASK) as usize),
+            _ => None,
         }
     }
 
-    /// The (id, distance) the run numbered `run` reads next, if it has one left.
-    fn entry(&self, parts: &[TopKHits], run: usize) -> Option<(i64, f32)> {
-        let r = self.runs.get(run)?;
-        if r.next >= r.len {
-            return None;
+    /// Gives the winning run a new head and replays its path to the root.
+    #[inline(always)]
+    fn replace_winner(&mut self, head: u128) {
+        let Some(&top) = self.matches.first() else {
+            return;
+        };
+        let run = (top & RUN_MASK) as usize;
+        let mut winner = Self::entry(head, run);
+        let mut node = (self.leaves + run) / 2;
+        while node >= 1 {
+            let Some(played) = self.matches.get_mut(node) else {
+                break;
+            };
+            let loser = (*played).max(winner);
+            winner = (*played).min(winner);
+            *played = loser;
+            node /= 2;
         }
-        match r.source {
-            RunSource::Part { start } => {
-                let part = parts.get(run)?;
-                Some((
-                    *part.ids.get(start + r.next)?,
-                    *part.distances.get(start + r.next)?,
-                ))
-            }
-            RunSource::Scratch { start } => self.scratch.get(start + r.next).copied(),
-        }
-    }
-
-    /// The packed rank of the run's next hit, or `EXHAUSTED`.
-    fn head_rank(&self, parts: &[TopKHits], run: usize) -> u128 {
-        self.entry(parts, run).map_or(EXHAUSTED, |(id, distance)| {
-            packed_rank(rank_key(self.order, distance), id)
-        })
+        self.matches[0] = winner;
     }
 }
 
 /// The number of real hits when the row is clean (sorted best first, padding only at the end).
+///
+/// Nearly every row is: its real hits are counted and their keys checked in
+/// passes without early exits (they vectorise); only a row with equal
+/// distances (or out of order) is checked hit by hit, ids included.
 fn clean_prefix(order: Order, ids: &[i64], distances: &[f32]) -> Option<usize> {
-    let real = ids
-        .iter()
-        .position(|&id| id == PADDING_ID)
-        .unwrap_or(ids.len());
+    let real = ids.iter().filter(|&&id| id != PADDING_ID).count();
+    // `real` non-padding ids and padding from `real` on: the padding is all at the end.
     if ids[real..].iter().any(|&id| id != PADDING_ID) {
         return None;
+    }
+    let distances = distances.get(..real)?;
+    if strictly_ranked(order, distances) {
+        return Some(real);
     }
     let mut previous = 0u128;
     for (&id, &distance) in ids[..real].iter().zip(distances) {
@@ -422,7 +574,7 @@ mod tests {
         }
     }
 
-    fn any_distance() -> impl Strategy<Value = f32> {
+    pub(super) fn any_distance() -> impl Strategy<Value = f32> {
         prop_oneof![
             4 => proptest::num::f32::ANY,
             1 => Just(f32::NAN),
@@ -465,6 +617,32 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The tournament always names the run a scan of every head would pick (the best
+        /// head, the lowest run on a tie), through any sequence of replacements.
+        #[test]
+        fn tournament_picks_what_a_scan_picks(
+            heads in prop::collection::vec(prop_oneof![0u128..6, Just(EXHAUSTED)], 1..20),
+            replacements in prop::collection::vec(prop_oneof![0u128..8, Just(EXHAUSTED)], 0..60),
+        ) {
+            let mut tournament = Tournament::default();
+            tournament.reset(heads.iter().copied());
+            let mut scan = heads.clone();
+            for next in replacements {
+                let best = scan
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, h)| **h)
+                    .filter(|(_, h)| **h != EXHAUSTED)
+                    .map(|(i, _)| i);
+                prop_assert_eq!(tournament.winner(), best);
+                let Some(best) = best else { break };
+                scan[best] = next;
+                tournament.replace_winner(next);
+            }
+        }
+    }
+
     #[test]
     fn spread_rows_pads_queries_that_were_not_searched() {
         let found = hits(2, 2, &[1, 2, 3, 4], &[0.1, 0.2, 0.3, 0.4]);
@@ -494,7 +672,7 @@ mod tests {
     }
 
     /// The expected row: every real hit sorted, cut at topk, padded to `stride`.
-    fn reference_row(
+    pub(super) fn reference_row(
         mut all: Vec<(i64, f32)>,
         topk: usize,
         stride: usize,
@@ -703,7 +881,7 @@ mod tests {
     }
 
     /// One query's hits: ids with repeats possible, distances with many ties and some NaN.
-    fn hit_set() -> impl Strategy<Value = Vec<(i64, f32)>> {
+    pub(super) fn hit_set() -> impl Strategy<Value = Vec<(i64, f32)>> {
         let distance = prop_oneof![
             20 => (0u8..20).prop_map(f32::from),
             1 => Just(f32::NAN),
@@ -711,14 +889,14 @@ mod tests {
         prop::collection::vec((0i64..500, distance), 0..40)
     }
 
-    fn order() -> impl Strategy<Value = Order> {
+    pub(super) fn order() -> impl Strategy<Value = Order> {
         prop_oneof![Just(Order::Ascending), Just(Order::Descending)]
     }
 
     /// Splits each query's hits over `assignment`'s parts, sorts each part's rows best first,
     /// pads every part to a uniform stride of at least its largest row, and optionally
     /// scrambles rows (reversed: padding first, worst hit first).
-    fn split(
+    pub(super) fn split(
         queries: &[Vec<(i64, f32)>],
         assignment: &[usize],
         part_count: usize,

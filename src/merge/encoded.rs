@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    check_layout, clean_prefix, illegal_result, packed_rank, rank_key, sort_real_hits, TopKHits,
-    EXHAUSTED, PADDING_ID,
+    check_layout, clean_prefix, illegal_result, packed_rank, rank_key, sort_real_hits,
+    strictly_ranked_le, TopKHits, Tournament, EXHAUSTED, PADDING_ID,
 };
 use crate::status::MilvusError;
 use crate::types::Order;
@@ -769,6 +769,8 @@ struct EncodedMerger {
     cursors: Vec<Cursor>,
     /// `packed_rank` of each cursor's head, or `EXHAUSTED`.
     heads: Vec<u128>,
+    /// The best of `heads`, kept as heads are taken.
+    tournament: Tournament,
     /// Rows that are not clean, decoded (and sorted).
     hits: Vec<(i64, f32)>,
     row_ids: Vec<i64>,
@@ -781,6 +783,7 @@ impl EncodedMerger {
             order,
             cursors: Vec::with_capacity(parts),
             heads: Vec::with_capacity(parts),
+            tournament: Tournament::default(),
             hits: Vec::new(),
             row_ids: Vec::new(),
             row_distances: Vec::new(),
@@ -812,31 +815,20 @@ impl EncodedMerger {
             self.cursors.push(cursor);
             self.heads.push(head);
         }
+        self.tournament.reset(self.heads.iter().copied());
         let mut taken = 0;
         while taken < stride {
-            let mut best = 0;
-            let mut rank = EXHAUSTED;
-            // Strictly smaller only: the lower part wins a full tie, as in `merge`.
-            for (i, &head) in self.heads.iter().enumerate() {
-                if head < rank {
-                    rank = head;
-                    best = i;
-                }
-            }
-            if rank == EXHAUSTED {
+            let Some(best) = self.tournament.winner() else {
                 break;
-            }
-            let (Some(cursor), Some(part), Some(head)) = (
-                self.cursors.get_mut(best),
-                parts.get(best),
-                self.heads.get_mut(best),
-            ) else {
+            };
+            let (Some(cursor), Some(part)) = (self.cursors.get_mut(best), parts.get(best)) else {
                 break;
             };
             ids.put(cursor.id, cursor.raw, cursor.raw_len);
             distances.extend_from_slice(&cursor.distance.to_le_bytes());
             taken += 1;
-            *head = Self::advance_with(self.order, &self.hits, part, cursor);
+            let head = Self::advance_with(self.order, &self.hits, part, cursor);
+            self.tournament.replace_winner(head);
         }
         taken
     }
@@ -862,7 +854,15 @@ impl EncodedMerger {
         }
         let real = stride - padding.min(stride);
         let dist = row * stride;
-        if padding == long && strictly_ranked(self.order, &part.distances, dist, real) {
+        if padding == long
+            && distances_strictly_ranked(
+                self.order,
+                &part.distances,
+                dist,
+                real,
+                &mut self.row_distances,
+            )
+        {
             return Source::Reply {
                 pos: start,
                 dist,
@@ -951,20 +951,352 @@ impl EncodedMerger {
 }
 
 /// True when the `len` distances from entry `first` have strictly increasing rank keys: the
-/// row is then sorted by the whole rank whatever its ids.
-fn strictly_ranked(order: Order, distances: &[u8], first: usize, len: usize) -> bool {
+/// row is then sorted by the whole rank whatever its ids. `scratch` is a buffer to reuse.
+fn distances_strictly_ranked(
+    order: Order,
+    distances: &[u8],
+    first: usize,
+    len: usize,
+    scratch: &mut Vec<f32>,
+) -> bool {
     let Some(bytes) = distances.get(4 * first..4 * (first + len)) else {
         return false;
     };
-    let mut previous = None;
-    let mut sorted = true;
-    for chunk in bytes.chunks_exact(4) {
-        let distance = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        let key = rank_key(order, distance);
-        if let Some(previous) = previous {
-            sorted &= previous < key;
-        }
-        previous = Some(key);
+    strictly_ranked_le(order, bytes, scratch)
+}
+
+#[cfg(test)]
+mod tests {
+    //! `merge_encoded` and `EncodedHits` against their definition: prost's
+    //! decoding of the same bytes, `TopKHits::from_wire` and `merge`.
+
+    use super::*;
+    use crate::merge::merge;
+    use crate::merge::tests::{any_distance, order, split};
+    use crate::wire::{Status, TopKQueryResult};
+    use proptest::prelude::*;
+    use prost::Message;
+
+    /// What `merge_encoded` must write: prost's encoding of `merge` over prost's decoding.
+    fn expected(replies: &[Bytes], topk: usize, order: Order) -> Result<Vec<u8>, MilvusError> {
+        let parts = replies
+            .iter()
+            .map(|r| TopKHits::from_wire(TopKQueryResult::decode(r.clone()).unwrap()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(merge(parts, topk, order)?.into_wire().encode_to_vec())
     }
-    sorted
+
+    /// Hits compared bit for bit (NaN equal to itself, -0.0 not equal to 0.0).
+    fn bits(hits: &TopKHits) -> (usize, usize, Vec<i64>, Vec<u32>) {
+        let distances = hits.distances.iter().map(|d| d.to_bits()).collect();
+        (hits.nq, hits.stride, hits.ids.clone(), distances)
+    }
+
+    fn parsed(replies: &[Bytes]) -> Vec<EncodedHits> {
+        replies
+            .iter()
+            .map(|r| EncodedHits::parse(r.clone()).unwrap())
+            .collect()
+    }
+
+    /// Hits with the ids and distances the wire can carry: negative and huge ids (10-byte
+    /// varints), the padding id inside rows, NaN, -0.0, infinities, and many ties.
+    fn wide_hit_set() -> impl Strategy<Value = Vec<(i64, f32)>> {
+        let id = prop_oneof![
+            6 => 0i64..300,
+            1 => any::<i64>(),
+            1 => Just(-1i64),
+            1 => -5i64..0,
+        ];
+        prop::collection::vec((id, any_distance()), 0..30)
+    }
+
+    /// One way among those protobuf allows to write a `TopKQueryResult`.
+    #[derive(Clone, Copy, Debug)]
+    struct Variant {
+        ids_unpacked: bool,
+        ids_split: bool,
+        distances_unpacked: bool,
+        status_last: bool,
+        unknown_fields: bool,
+        overlong_ids: bool,
+    }
+
+    fn variant() -> impl Strategy<Value = Variant> {
+        (any::<[bool; 6]>()).prop_map(|b| Variant {
+            ids_unpacked: b[0],
+            ids_split: b[1],
+            distances_unpacked: b[2],
+            status_last: b[3],
+            unknown_fields: b[4],
+            overlong_ids: b[5],
+        })
+    }
+
+    fn key(out: &mut Vec<u8>, field: u64, wire_type: u64) {
+        put_varint(out, (field << 3) | wire_type);
+    }
+
+    fn id_bytes(id: i64, overlong: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, id as u64);
+        // A non-canonical encoding (a zero continuation byte) that prost still reads.
+        if overlong && out.len() < 10 {
+            let last = out.len() - 1;
+            out[last] |= 0x80;
+            out.push(0);
+        }
+        out
+    }
+
+    /// Encodes `result` as `v` says; prost decodes every variant to `result`.
+    fn encode_variant(result: &TopKQueryResult, v: Variant) -> Vec<u8> {
+        let mut out = Vec::new();
+        let status = |out: &mut Vec<u8>| {
+            if let Some(status) = &result.status {
+                key(out, 1, 2);
+                let body = status.encode_to_vec();
+                put_varint(out, body.len() as u64);
+                out.extend_from_slice(&body);
+            }
+        };
+        if !v.status_last {
+            status(&mut out);
+        }
+        if v.unknown_fields {
+            key(&mut out, 15, 0);
+            put_varint(&mut out, 12345);
+            key(&mut out, 9, 2);
+            put_varint(&mut out, 3);
+            out.extend_from_slice(b"abc");
+        }
+        if result.row_num != 0 {
+            key(&mut out, 2, 0);
+            put_varint(&mut out, result.row_num as u64);
+        }
+        let ids: Vec<Vec<u8>> = result
+            .ids
+            .iter()
+            .map(|&id| id_bytes(id, v.overlong_ids))
+            .collect();
+        if v.ids_unpacked {
+            for id in &ids {
+                key(&mut out, 3, 0);
+                out.extend_from_slice(id);
+            }
+        } else if !ids.is_empty() {
+            let cut = if v.ids_split {
+                ids.len() / 2
+            } else {
+                ids.len()
+            };
+            for piece in [&ids[..cut], &ids[cut..]] {
+                if piece.is_empty() {
+                    continue;
+                }
+                let body: Vec<u8> = piece.concat();
+                key(&mut out, 3, 2);
+                put_varint(&mut out, body.len() as u64);
+                out.extend_from_slice(&body);
+            }
+        }
+        if v.distances_unpacked {
+            for d in &result.distances {
+                key(&mut out, 4, 5);
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+        } else if !result.distances.is_empty() {
+            key(&mut out, 4, 2);
+            put_varint(&mut out, 4 * result.distances.len() as u64);
+            for d in &result.distances {
+                out.extend_from_slice(&d.to_le_bytes());
+            }
+        }
+        if v.status_last {
+            status(&mut out);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The encoded merge writes exactly prost's bytes of `merge`, for any split of any
+        /// hits (ties, NaN, padding inside rows, unsorted rows), either order, any topk.
+        #[test]
+        fn merge_encoded_writes_the_bytes_of_merge(
+            queries in prop::collection::vec(wide_hit_set(), 1..5),
+            assignment in prop::collection::vec(0usize..8, 1..40),
+            part_count in 1usize..9,
+            extra_padding in prop::collection::vec(0usize..3, 1..4),
+            scramble in prop::collection::vec(prop::bool::weighted(0.2), 1..4),
+            topk in 1usize..40,
+            order in order(),
+        ) {
+            let parts = split(&queries, &assignment, part_count, &extra_padding, &scramble, order);
+            let replies: Vec<Bytes> = parts
+                .into_iter()
+                .map(|p| Bytes::from(p.into_wire().encode_to_vec()))
+                .collect();
+            let want = expected(&replies, topk, order).unwrap();
+            let got = merge_encoded(&parsed(&replies), topk, order).unwrap();
+            prop_assert_eq!(got.as_ref(), want.as_slice());
+        }
+
+        /// The same over windows of rows (what a coalesced call hands each search).
+        #[test]
+        fn windows_merge_as_their_rows(
+            queries in prop::collection::vec(wide_hit_set(), 1..6),
+            assignment in prop::collection::vec(0usize..4, 1..30),
+            first in 0usize..7,
+            count in 0usize..7,
+            topk in 1usize..30,
+            order in order(),
+        ) {
+            let parts = split(&queries, &assignment, 4, &[0, 1], &[false], order);
+            let windows: Vec<TopKHits> = parts
+                .iter()
+                .map(|p| {
+                    let first = first.min(p.nq);
+                    let count = count.min(p.nq - first);
+                    TopKHits {
+                        nq: count,
+                        stride: if count == 0 { 0 } else { p.stride },
+                        ids: p.ids[first * p.stride..(first + count) * p.stride].to_vec(),
+                        distances: p.distances[first * p.stride..(first + count) * p.stride]
+                            .to_vec(),
+                    }
+                })
+                .collect();
+            let replies: Vec<Bytes> = parts
+                .into_iter()
+                .map(|p| Bytes::from(p.into_wire().encode_to_vec()))
+                .collect();
+            let encoded: Vec<EncodedHits> =
+                parsed(&replies).iter().map(|p| p.rows(first, count)).collect();
+            for (window, part) in windows.iter().zip(&encoded) {
+                let want = TopKHits::from_wire(window.clone().into_wire()).unwrap();
+                prop_assert_eq!(bits(&part.to_hits()), bits(&want));
+            }
+            let want = merge(windows, topk, order).unwrap().into_wire().encode_to_vec();
+            let got = merge_encoded(&encoded, topk, order).unwrap();
+            prop_assert_eq!(got.as_ref(), want.as_slice());
+        }
+
+        /// Every encoding protobuf allows (unpacked, split, status last, unknown fields,
+        /// overlong varints) parses to what prost decodes, and merges alike.
+        #[test]
+        fn every_valid_encoding_reads_as_prost_reads_it(
+            hits in prop::collection::vec((prop_oneof![0i64..100, any::<i64>()], any_distance()), 0..24),
+            nq in 1usize..4,
+            code in 0i32..3,
+            v in variant(),
+            topk in 1usize..12,
+            order in order(),
+        ) {
+            let stride = hits.len() / nq;
+            let hits = &hits[..nq * stride];
+            let result = TopKQueryResult {
+                status: Some(Status { error_code: code, reason: format!("r{code}") }),
+                row_num: if stride == 0 { 0 } else { nq as i64 },
+                ids: hits.iter().map(|h| h.0).collect(),
+                distances: hits.iter().map(|h| h.1).collect(),
+            };
+            let bytes = Bytes::from(encode_variant(&result, v));
+            let decoded = TopKQueryResult::decode(bytes.clone()).unwrap();
+            let parsed = EncodedHits::parse(bytes.clone()).unwrap();
+            prop_assert_eq!(parsed.status_code(), code);
+            prop_assert_eq!(parsed.reason(), format!("r{code}"));
+            prop_assert_eq!(bits(&parsed.to_hits()), bits(&TopKHits::from_wire(decoded).unwrap()));
+            let want = expected(std::slice::from_ref(&bytes), topk, order).unwrap();
+            let got = merge_encoded(&[parsed], topk, order).unwrap();
+            prop_assert_eq!(got.as_ref(), want.as_slice());
+        }
+
+        /// Damaged bytes: `parse` accepts exactly what prost decodes and `from_wire`
+        /// accepts, reads it alike, and otherwise fails with ILLEGAL_SEARCH_RESULT (and
+        /// `from_wire`'s own reason when prost did decode). Never a panic.
+        #[test]
+        fn damaged_replies_are_rejected_as_prost_and_from_wire_reject_them(
+            hits in prop::collection::vec((prop_oneof![0i64..100, any::<i64>()], any_distance()), 1..12),
+            v in variant(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+            truncate in prop::option::of(any::<prop::sample::Index>()),
+        ) {
+            let result = TopKQueryResult {
+                status: Some(Status { error_code: 0, reason: String::new() }),
+                row_num: 1,
+                ids: hits.iter().map(|h| h.0).collect(),
+                distances: hits.iter().map(|h| h.1).collect(),
+            };
+            let mut bytes = encode_variant(&result, v);
+            for (at, byte, how) in edits {
+                let i = at.index(bytes.len() + 1);
+                match how {
+                    0 if i < bytes.len() => bytes[i] = byte,
+                    1 => bytes.insert(i, byte),
+                    _ if i < bytes.len() => { bytes.remove(i); }
+                    _ => {}
+                }
+            }
+            if let Some(at) = truncate {
+                bytes.truncate(at.index(bytes.len() + 1));
+            }
+            let bytes = Bytes::from(bytes);
+            let reference = TopKQueryResult::decode(bytes.clone());
+            let parsed = EncodedHits::parse(bytes.clone());
+            match (reference, parsed) {
+                (Ok(decoded), Ok(parsed)) => {
+                    let code = decoded.status.as_ref().map_or(0, |s| s.error_code);
+                    prop_assert_eq!(parsed.status_code(), code);
+                    prop_assert_eq!(parsed.has_status(), decoded.status.is_some());
+                    let want = TopKHits::from_wire(decoded);
+                    prop_assert!(want.is_ok(), "parse accepted what from_wire refuses: {:?}", want.err());
+                    if let Ok(want) = want {
+                        prop_assert_eq!(bits(&parsed.to_hits()), bits(&want));
+                    }
+                }
+                (Ok(decoded), Err(e)) => {
+                    prop_assert_eq!(e.code, ErrorCode::IllegalSearchResult);
+                    let why = TopKHits::from_wire(decoded);
+                    prop_assert!(why.is_err(), "parse refused what prost and from_wire accept: {}", e.reason);
+                    prop_assert_eq!(why.err().map(|w| w.reason), Some(e.reason));
+                }
+                (Err(_), Ok(_)) => prop_assert!(false, "parse accepted what prost refuses"),
+                (Err(_), Err(e)) => prop_assert_eq!(e.code, ErrorCode::IllegalSearchResult),
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_disagreeing_on_nq_is_an_illegal_search_result() {
+        let one = |nq: usize| {
+            let hits = TopKHits {
+                nq,
+                stride: 1,
+                ids: (0..nq as i64).collect(),
+                distances: vec![1.0; nq],
+            };
+            EncodedHits::parse(Bytes::from(hits.into_wire().encode_to_vec())).unwrap()
+        };
+        let e = merge_encoded(&[one(2), one(3)], 5, Order::Ascending).unwrap_err();
+        assert_eq!(e.code, ErrorCode::IllegalSearchResult);
+        assert!(e.reason.contains("2 and 3"), "{}", e.reason);
+    }
+
+    #[test]
+    fn no_parts_or_empty_parts_merge_to_the_empty_reply() {
+        let want = TopKHits::empty().into_wire().encode_to_vec();
+        assert_eq!(
+            merge_encoded(&[], 10, Order::Ascending).unwrap().as_ref(),
+            want
+        );
+        let empty = EncodedHits::parse(Bytes::from(want.clone())).unwrap();
+        assert_eq!(
+            merge_encoded(&[empty.clone(), empty], 10, Order::Descending)
+                .unwrap()
+                .as_ref(),
+            want
+        );
+    }
 }
