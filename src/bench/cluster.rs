@@ -161,9 +161,13 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Runs `mishards <args>` and waits for its listening address.
+    /// Runs `mishards <args>` and waits for its listening address. A proxy
+    /// (`serve`) runs from the `--proxy-bin` binary when one was given.
     pub async fn spawn(name: &str, args: Vec<String>) -> anyhow::Result<ChildProcess> {
-        let exe = std::env::current_exe().context("cannot find the mishards binary")?;
+        let exe = match PROXY_BINARY.get() {
+            Some(path) if args.first().map(String::as_str) == Some("serve") => path.clone(),
+            _ => std::env::current_exe().context("cannot find the mishards binary")?,
+        };
         let mut child = Command::new(&exe)
             .args(&args)
             .stdin(Stdio::null())
@@ -229,6 +233,19 @@ impl Drop for ChildProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `--proxy-bin`: the binary every proxy of this run starts from.
+static PROXY_BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes every proxy of this run start from `path` (set once, before any starts).
+pub(super) fn use_proxy_binary(path: &Path) -> anyhow::Result<()> {
+    let path = path
+        .canonicalize()
+        .with_context(|| format!("--proxy-bin {}: no such binary", path.display()))?;
+    PROXY_BINARY
+        .set(path)
+        .map_err(|_| anyhow::anyhow!("--proxy-bin was set twice"))
 }
 
 /// The address in a "mishards node listening on 127.0.0.1:1234" line.

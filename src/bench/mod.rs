@@ -96,6 +96,12 @@ pub struct BenchArgs {
     /// own volume there and FLUSHDBs that database at the end.
     #[arg(long)]
     pub juicefs_meta: Option<String>,
+    /// Start the proxies (`mishards serve`) from this binary instead of this
+    /// one: another build (an older commit, say) measured against the same
+    /// nodes, stubs and floor as this bench drives, for a before/after in one
+    /// run. Nodes, stubs and the floor still come from this binary.
+    #[arg(long)]
+    pub proxy_bin: Option<PathBuf>,
 }
 
 /// Where the nodes of an embedded cluster keep their data.
@@ -288,6 +294,9 @@ pub fn selected(args: &BenchArgs) -> (Vec<Scenario>, Vec<Scenario>) {
 
 /// Runs `mishards bench`: progress on stderr, the report on stdout.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.proxy_bin {
+        cluster::use_proxy_binary(path)?;
+    }
     let (scenarios, skipped) = selected(&args);
     let sizes = Sizes::from_args(&args);
     let command = std::env::args().collect::<Vec<_>>().join(" ");

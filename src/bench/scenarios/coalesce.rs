@@ -1,7 +1,9 @@
 //! The coalesce scenario: nq=1 searches through two proxies in front of the
 //! same real read-only nodes, `[coalesce]` off and on: node calls per
-//! search (from each proxy's own `mishards_backend_requests_total`), QPS at
-//! 32 clients, and the p50 each adds at 1 client.
+//! search (each proxy's own `mishards_backend_requests_total` over its own
+//! `mishards_requests_total` for `Search`, both from one scrape, so untimed
+//! warm-up searches count on both sides), QPS at 32 clients, and the p50
+//! each adds at 1 client.
 
 use anyhow::Context;
 use serde_json::json;
@@ -54,7 +56,8 @@ impl Bench<'_> {
             "nq=1, topk=10 over the latency scenario's {} rows in {} files, through two proxies \
              in front of the same {ro} read-only nodes of ours: `[coalesce]` off and on. Node \
              calls per search = the proxy's `SearchInFiles` calls to its nodes \
-             (`mishards_backend_requests_total`) / searches answered. {CLIENTS} clients, each \
+             (`mishards_backend_requests_total`) / the searches it answered \
+             (`mishards_requests_total`, warm-up included on both sides). {CLIENTS} clients, each \
              proxy {SLICES} slices of {} in rotating order. At 1 client each path alternates \
              with `Search` straight to the writable node (`direct`, which scans every file \
              itself).",
@@ -73,7 +76,7 @@ impl Bench<'_> {
         let single_errors = note_errors(&mut table, "1 client", &one.latencies);
         let proxies = [("off", &off), ("on", &on)];
         let mut totals: Vec<Totals> = proxies.iter().map(|_| Totals::default()).collect();
-        let mut calls = [0.0f64; 2];
+        let mut calls = [Counts::default(); 2];
         let limits = Limits {
             duration: slice,
             max_requests: self.sizes.max_requests,
@@ -86,7 +89,7 @@ impl Bench<'_> {
                     "coalesce {label}: {CLIENTS} clients, slice {}/{SLICES}",
                     s + 1
                 ));
-                let before = node_calls(proxy).await?;
+                let before = scrape_counts(proxy).await?;
                 let step = load::run_step(
                     std::slice::from_ref(&paths[i + 1]),
                     CLIENTS,
@@ -94,7 +97,7 @@ impl Bench<'_> {
                     Some(proxy.pid()),
                 )
                 .await?;
-                calls[i] += node_calls(proxy).await? - before;
+                calls[i].add_delta(&before, &scrape_counts(proxy).await?);
                 totals[i].add(step);
             }
         }
@@ -113,7 +116,7 @@ impl Bench<'_> {
                 json!(searches),
                 num(t.qps()),
                 num(t.latencies.median_ms()),
-                num(ratio(Some(calls[i]), Some(searches as f64))),
+                num(ratio(Some(calls[i].node_calls), Some(calls[i].searches))),
                 num(t.cpu_us_per_search()),
                 num(direct_p50),
                 num(proxy_p50),
@@ -125,8 +128,31 @@ impl Bench<'_> {
     }
 }
 
-/// The `SearchInFiles` calls `proxy` has made to its nodes, from its metrics.
-async fn node_calls(proxy: &ChildProcess) -> anyhow::Result<f64> {
+/// What a proxy's metrics say it has done, summed over every series.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Counts {
+    /// `SearchInFiles` calls to its nodes (`mishards_backend_requests_total`).
+    node_calls: f64,
+    /// `Search` requests it answered, any status (`mishards_requests_total`).
+    searches: f64,
+}
+
+impl Counts {
+    fn from_metrics(text: &str) -> Counts {
+        Counts {
+            node_calls: counter_sum(text, "mishards_backend_requests_total", "SearchInFiles"),
+            searches: counter_sum(text, "mishards_requests_total", "Search"),
+        }
+    }
+
+    fn add_delta(&mut self, before: &Counts, after: &Counts) {
+        self.node_calls += after.node_calls - before.node_calls;
+        self.searches += after.searches - before.searches;
+    }
+}
+
+/// One scrape of `proxy`'s metrics.
+async fn scrape_counts(proxy: &ChildProcess) -> anyhow::Result<Counts> {
     let addr = proxy
         .metrics
         .context("the proxy did not print its metrics address")?;
@@ -141,16 +167,18 @@ async fn node_calls(proxy: &ChildProcess) -> anyhow::Result<f64> {
         .read_to_string(&mut text)
         .await
         .context("reading the proxy's metrics")?;
-    Ok(search_in_files_calls(&text))
+    Ok(Counts::from_metrics(&text))
 }
 
-/// The sum of `mishards_backend_requests_total` over `SearchInFiles` series.
-fn search_in_files_calls(metrics: &str) -> f64 {
+/// The sum of counter `name` over its series whose `method` label is exactly `method`.
+fn counter_sum(metrics: &str, name: &str, method: &str) -> f64 {
+    let label = format!("method=\"{method}\"");
     metrics
         .lines()
         .filter(|l| {
-            l.starts_with("mishards_backend_requests_total{")
-                && l.contains("method=\"SearchInFiles\"")
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{'))
+                && l.contains(&label)
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
@@ -161,13 +189,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn node_calls_sum_every_search_in_files_series() {
+    fn node_calls_and_searches_sum_their_own_series() {
         let text = "# HELP mishards_backend_requests_total x\n\
             mishards_backend_requests_total{group=\"\",backend=\"a:1\",method=\"SearchInFiles\",outcome=\"ok\"} 10\n\
             mishards_backend_requests_total{group=\"\",backend=\"b:2\",method=\"SearchInFiles\",outcome=\"error\"} 2\n\
             mishards_backend_requests_total{group=\"\",backend=\"a:1\",method=\"Insert\",outcome=\"ok\"} 5\n\
-            mishards_requests_total{method=\"SearchInFiles\"} 99\n";
-        assert_eq!(search_in_files_calls(text), 12.0);
-        assert_eq!(search_in_files_calls(""), 0.0);
+            mishards_requests_total{method=\"SearchInFiles\"} 99\n\
+            mishards_requests_total{method=\"Search\",status=\"SUCCESS\"} 7\n\
+            mishards_requests_total{method=\"Search\",status=\"ILLEGAL_TOPK\"} 1\n\
+            mishards_requests_total{method=\"SearchByID\",status=\"SUCCESS\"} 40\n\
+            mishards_requests_total_created{method=\"Search\"} 123\n";
+        let counts = Counts::from_metrics(text);
+        assert_eq!(counts.node_calls, 12.0);
+        assert_eq!(counts.searches, 8.0);
+        assert_eq!(Counts::from_metrics(""), Counts::default());
+    }
+
+    #[test]
+    fn deltas_add_up_over_slices() {
+        let mut total = Counts::default();
+        let at = |node_calls, searches| Counts {
+            node_calls,
+            searches,
+        };
+        total.add_delta(&at(10.0, 5.0), &at(30.0, 15.0));
+        total.add_delta(&at(100.0, 50.0), &at(101.0, 60.0));
+        assert_eq!(total, at(21.0, 20.0));
     }
 }
