@@ -295,13 +295,12 @@ enum RunSource {
 
 /// Buffers reused across the rows of one merge.
 ///
-/// The best head of a row's runs is kept by a [`Tournament`].
 struct RowMerger {
     order: Order,
     /// Where each part's row of real hits is, and how many it holds.
     sources: Vec<(RunSource, usize)>,
-    /// The runs' heads.
-    tournament: Tournament,
+    /// `packed_rank` of each run's next hit, or `EXHAUSTED`.
+    heads: Vec<u128>,
     /// How far each run has been read.
     next: Vec<usize>,
     /// Sorted copies of the rows that were not clean.
@@ -315,7 +314,7 @@ impl RowMerger {
         Self {
             order,
             sources: Vec::with_capacity(parts),
-            tournament: Tournament::default(),
+            heads: Vec::with_capacity(parts),
             next: Vec::with_capacity(parts),
             sorted_ids: Vec::new(),
             sorted_distances: Vec::new(),
@@ -375,7 +374,7 @@ impl RowMerger {
             self.order,
             &runs,
             stride,
-            &mut self.tournament,
+            &mut self.heads,
             &mut self.next,
             ids,
             distances,
@@ -391,12 +390,19 @@ type RunList<'a> = smallvec::SmallVec<[(&'a [i64], &'a [f32]); 16]>;
 
 /// Appends the best `stride` hits of `runs` (each sorted best first) to `ids`
 /// and `distances`, best first, the lower run winning a full tie; returns
-/// how many it took (fewer when the runs hold fewer).
+/// how many it took (fewer when the runs hold fewer). `heads` and `next` are
+/// scratch.
+///
+/// The best head is picked by a scan of every run's head: the runs are one
+/// per read-only node (a handful to a few dozen), where k independent
+/// integer comparisons beat a heap, and a loser tree too: one measured on 8
+/// runs ran 2.1x fewer instructions but 1.1-1.2x slower, each level of its
+/// replay waiting on the one before (`benches/fast_path.rs`, merge).
 fn merge_runs(
     order: Order,
     runs: &[(&[i64], &[f32])],
     stride: usize,
-    tournament: &mut Tournament,
+    heads: &mut Vec<u128>,
     next: &mut Vec<usize>,
     ids: &mut Vec<i64>,
     distances: &mut Vec<f32>,
@@ -411,12 +417,13 @@ fn merge_runs(
         distances.extend_from_slice(&run_distances[..n]);
         return n;
     }
-    tournament.reset(runs.iter().map(|run| head(run, 0)));
+    heads.clear();
+    heads.extend(runs.iter().map(|run| head(run, 0)));
     next.clear();
     next.resize(runs.len(), 0);
     let mut taken = 0;
     while taken < stride {
-        let Some(best) = tournament.winner() else {
+        let Some((best, _)) = best_head(heads) else {
             break;
         };
         let (Some(run), Some(at)) = (runs.get(best), next.get_mut(best)) else {
@@ -427,97 +434,26 @@ fn merge_runs(
             distances.push(distance);
         }
         *at += 1;
-        tournament.replace_winner(head(run, *at));
+        heads[best] = head(run, *at);
         taken += 1;
     }
     taken
 }
 
-/// A tournament (loser) tree over the heads of k sorted runs: the best head
-/// is known at once, and replacing it replays only its path to the root,
-/// one comparison per level (log2 k), where a scan of every head costs k
-/// (`benches/fast_path.rs`, merge: 8 nodes' lists). Written by hand because
-/// it is this short, and the heap of `std` costs a pop and a push per hit.
-///
-/// Heads are packed ranks (smaller is better, [`EXHAUSTED`] for a run with
-/// nothing left); a full tie goes to the lower run, as everywhere in the merge.
-#[derive(Default)]
-struct Tournament {
-    /// `matches[n]`, for the match at node `n` (1 is the root, the children of
-    /// `n` are `2n` and `2n + 1`, node `leaves + i` is run `i`), is the
-    /// [`entry`](Tournament::entry) that lost it; `matches[0]` is the overall
-    /// winner.
-    matches: Vec<u128>,
-    /// The winner of each node while the tree is built.
-    winners: Vec<u128>,
-    /// The runs, rounded up to a power of two with exhausted ones.
-    leaves: usize,
-}
-
-/// The bits of a tournament entry that hold its run.
-const RUN_BITS: u32 = 31;
-const RUN_MASK: u128 = (1 << RUN_BITS) - 1;
-/// Entries from here up are exhausted runs: a packed rank is below 2^96.
-const EXHAUSTED_ENTRY: u128 = 1 << (96 + RUN_BITS);
-
-impl Tournament {
-    /// A run's head and the run in one integer that compares as (head, run):
-    /// one comparison ranks two heads and gives a full tie to the lower run.
-    /// A packed rank takes 96 bits, the run the 31 below them, and every
-    /// exhausted head (`EXHAUSTED`) becomes one value above every hit.
-    #[inline(always)]
-    fn entry(head: u128, run: usize) -> u128 {
-        (head.min(1 << 96) << RUN_BITS) | (run as u128 & RUN_MASK)
-    }
-
-    fn reset(&mut self, heads: impl ExactSizeIterator<Item = u128>) {
-        self.leaves = heads.len().next_power_of_two();
-        self.winners.clear();
-        self.winners.resize(self.leaves, EXHAUSTED_ENTRY);
-        self.winners
-            .extend(heads.enumerate().map(|(run, head)| Self::entry(head, run)));
-        let runs = self.winners.len() - self.leaves;
-        self.winners
-            .extend((runs..self.leaves).map(|run| Self::entry(EXHAUSTED, run)));
-        self.matches.clear();
-        self.matches.resize(self.leaves, EXHAUSTED_ENTRY);
-        for node in (1..self.leaves).rev() {
-            let (a, b) = (self.winners[2 * node], self.winners[2 * node + 1]);
-            self.winners[node] = a.min(b);
-            self.matches[node] = a.max(b);
-        }
-        self.matches[0] = self.winners[if self.leaves > 1 { 1 } else { self.leaves }];
-    }
-
-    /// The run with the best head, `None` when every run is exhausted.
-    #[inline(always)]
-    fn winner(&self) -> Option<usize> {
-        match self.matches.first() {
-            Some(&entry) if entry < EXHAUSTED_ENTRY => Some((entry & RUN_MASK) as usize),
-            _ => None,
+/// The index and rank of the best of `heads` (the first of equal ranks),
+/// `None` when every head is `EXHAUSTED`.
+#[inline(always)]
+fn best_head(heads: &[u128]) -> Option<(usize, u128)> {
+    let mut best = 0;
+    let mut rank = EXHAUSTED;
+    // Strictly smaller only: the lower run wins a full tie.
+    for (i, &h) in heads.iter().enumerate() {
+        if h < rank {
+            rank = h;
+            best = i;
         }
     }
-
-    /// Gives the winning run a new head and replays its path to the root.
-    #[inline(always)]
-    fn replace_winner(&mut self, head: u128) {
-        let Some(&top) = self.matches.first() else {
-            return;
-        };
-        let run = (top & RUN_MASK) as usize;
-        let mut winner = Self::entry(head, run);
-        let mut node = (self.leaves + run) / 2;
-        while node >= 1 {
-            let Some(played) = self.matches.get_mut(node) else {
-                break;
-            };
-            let loser = (*played).max(winner);
-            winner = (*played).min(winner);
-            *played = loser;
-            node /= 2;
-        }
-        self.matches[0] = winner;
-    }
+    (rank != EXHAUSTED).then_some((best, rank))
 }
 
 /// The number of real hits when the row is clean (sorted best first, padding only at the end).
@@ -614,32 +550,6 @@ mod tests {
         ) {
             prop_assert_eq!(packed_rank(a.0, a.1).cmp(&packed_rank(b.0, b.1)), a.cmp(&b));
             prop_assert!(packed_rank(a.0, a.1) < EXHAUSTED);
-        }
-    }
-
-    proptest! {
-        /// The tournament always names the run a scan of every head would pick (the best
-        /// head, the lowest run on a tie), through any sequence of replacements.
-        #[test]
-        fn tournament_picks_what_a_scan_picks(
-            heads in prop::collection::vec(prop_oneof![0u128..6, Just(EXHAUSTED)], 1..20),
-            replacements in prop::collection::vec(prop_oneof![0u128..8, Just(EXHAUSTED)], 0..60),
-        ) {
-            let mut tournament = Tournament::default();
-            tournament.reset(heads.iter().copied());
-            let mut scan = heads.clone();
-            for next in replacements {
-                let best = scan
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, h)| **h)
-                    .filter(|(_, h)| **h != EXHAUSTED)
-                    .map(|(i, _)| i);
-                prop_assert_eq!(tournament.winner(), best);
-                let Some(best) = best else { break };
-                scan[best] = next;
-                tournament.replace_winner(next);
-            }
         }
     }
 

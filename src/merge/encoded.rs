@@ -24,8 +24,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    check_layout, clean_prefix, illegal_result, packed_rank, rank_key, sort_real_hits,
-    strictly_ranked_le, TopKHits, Tournament, EXHAUSTED, PADDING_ID,
+    best_head, check_layout, clean_prefix, illegal_result, packed_rank, rank_key, sort_real_hits,
+    strictly_ranked_le, TopKHits, EXHAUSTED, PADDING_ID,
 };
 use crate::status::MilvusError;
 use crate::types::Order;
@@ -769,8 +769,6 @@ struct EncodedMerger {
     cursors: Vec<Cursor>,
     /// `packed_rank` of each cursor's head, or `EXHAUSTED`.
     heads: Vec<u128>,
-    /// The best of `heads`, kept as heads are taken.
-    tournament: Tournament,
     /// Rows that are not clean, decoded (and sorted).
     hits: Vec<(i64, f32)>,
     row_ids: Vec<i64>,
@@ -783,7 +781,6 @@ impl EncodedMerger {
             order,
             cursors: Vec::with_capacity(parts),
             heads: Vec::with_capacity(parts),
-            tournament: Tournament::default(),
             hits: Vec::new(),
             row_ids: Vec::new(),
             row_distances: Vec::new(),
@@ -815,20 +812,22 @@ impl EncodedMerger {
             self.cursors.push(cursor);
             self.heads.push(head);
         }
-        self.tournament.reset(self.heads.iter().copied());
         let mut taken = 0;
         while taken < stride {
-            let Some(best) = self.tournament.winner() else {
+            let Some((best, _)) = best_head(&self.heads) else {
                 break;
             };
-            let (Some(cursor), Some(part)) = (self.cursors.get_mut(best), parts.get(best)) else {
+            let (Some(cursor), Some(part), Some(head)) = (
+                self.cursors.get_mut(best),
+                parts.get(best),
+                self.heads.get_mut(best),
+            ) else {
                 break;
             };
             ids.put(cursor.id, cursor.raw, cursor.raw_len);
             distances.extend_from_slice(&cursor.distance.to_le_bytes());
             taken += 1;
-            let head = Self::advance_with(self.order, &self.hits, part, cursor);
-            self.tournament.replace_winner(head);
+            *head = Self::advance_with(self.order, &self.hits, part, cursor);
         }
         taken
     }
