@@ -396,7 +396,7 @@ type RunList<'a> = smallvec::SmallVec<[(&'a [i64], &'a [f32]); 16]>;
 /// The best head is picked by a scan of every run's head: the runs are one
 /// per read-only node (a handful to a few dozen), where k independent
 /// integer comparisons beat a heap, and a loser tree too: one measured on 8
-/// runs ran 2.1x fewer instructions but 1.1-1.2x slower, each level of its
+/// runs ran fewer instructions but 1.1-1.2x slower, each level of its
 /// replay waiting on the one before (`benches/fast_path.rs`, merge).
 fn merge_runs(
     order: Order,
