@@ -225,9 +225,8 @@ fn rank_key(order: Order, distance: f32) -> u32 {
     }
 }
 
-/// [`rank_key`] of an ascending distance, written without branches (selects
-/// only) so that loops over whole rows vectorise. Every key is at least
-/// `0x007f_ffff` (-inf), so 0 ranks before every hit.
+/// [`rank_key`] of an ascending distance, written with selects instead of
+/// branches: the merge computes one per hit it takes.
 #[inline(always)]
 fn ascending_key(key: f32) -> u32 {
     let bits = if key == 0.0 { 0 } else { key.to_bits() };
@@ -294,7 +293,6 @@ enum RunSource {
 }
 
 /// Buffers reused across the rows of one merge.
-///
 struct RowMerger {
     order: Order,
     /// Where each part's row of real hits is, and how many it holds.
@@ -423,7 +421,7 @@ fn merge_runs(
     next.resize(runs.len(), 0);
     let mut taken = 0;
     while taken < stride {
-        let Some((best, _)) = best_head(heads) else {
+        let Some(best) = best_head(heads) else {
             break;
         };
         let (Some(run), Some(at)) = (runs.get(best), next.get_mut(best)) else {
@@ -440,10 +438,10 @@ fn merge_runs(
     taken
 }
 
-/// The index and rank of the best of `heads` (the first of equal ranks),
-/// `None` when every head is `EXHAUSTED`.
+/// The index of the best of `heads` (the first of equal ranks), `None` when
+/// every head is `EXHAUSTED`.
 #[inline(always)]
-fn best_head(heads: &[u128]) -> Option<(usize, u128)> {
+fn best_head(heads: &[u128]) -> Option<usize> {
     let mut best = 0;
     let mut rank = EXHAUSTED;
     // Strictly smaller only: the lower run wins a full tie.
@@ -453,14 +451,15 @@ fn best_head(heads: &[u128]) -> Option<(usize, u128)> {
             best = i;
         }
     }
-    (rank != EXHAUSTED).then_some((best, rank))
+    (rank != EXHAUSTED).then_some(best)
 }
 
 /// The number of real hits when the row is clean (sorted best first, padding only at the end).
 ///
-/// Nearly every row is: its real hits are counted and their keys checked in
-/// passes without early exits (they vectorise); only a row with equal
-/// distances (or out of order) is checked hit by hit, ids included.
+/// Nearly every row is: its real hits are counted, and their distances
+/// checked by [`strictly_ranked`], in passes without early exits; only a row
+/// with equal distances, a NaN or out of order is checked hit by hit, ids
+/// included.
 fn clean_prefix(order: Order, ids: &[i64], distances: &[f32]) -> Option<usize> {
     let real = ids.iter().filter(|&&id| id != PADDING_ID).count();
     // `real` non-padding ids and padding from `real` on: the padding is all at the end.

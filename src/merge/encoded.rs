@@ -814,7 +814,7 @@ impl EncodedMerger {
         }
         let mut taken = 0;
         while taken < stride {
-            let Some((best, _)) = best_head(&self.heads) else {
+            let Some(best) = best_head(&self.heads) else {
                 break;
             };
             let (Some(cursor), Some(part), Some(head)) = (
